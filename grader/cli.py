@@ -1,0 +1,144 @@
+"""The command line: grader check | validate | list | explain | schema | selftest."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from grader import catalog
+from grader.engine.runner import Options, grade
+from grader.errors import GraderError, SpecError, UsageError
+from grader.report.jsonout import to_json
+from grader.report.junit import to_junit
+from grader.report.model import CheckResult
+from grader.report.terminal import render
+from grader.spec.loader import load_spec
+from grader.spec.schema import spec_schema
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_SUBMISSION = 0, 1, 2, 3
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UsageError(f"{self.prog}: {message}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="grader", description="Grade socket-programming lab submissions against YAML specs.")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    c = sub.add_parser("check", help="grade a submission")
+    c.add_argument("spec", help="a spec file, or the name of a shipped spec (see: grader list)")
+    c.add_argument("submission", type=Path, help="the submission's folder")
+    c.add_argument("--run", help="the command that starts it (default: the spec's run template)")
+    c.add_argument("--build", help="the build command (default: the spec's)")
+    c.add_argument("--junit", type=Path, help="write a JUnit XML report here")
+    c.add_argument("--json", type=Path, help="write a JSON report here")
+    c.add_argument("--student", action="store_true", help="run only visible checks")
+    c.add_argument("--only", nargs="+", default=[], metavar="ID", help="run only these checks")
+    c.add_argument("--seed", type=int, help="fault-injection seed (to replay a verdict)")
+    c.add_argument("--quiet", action="store_true", help="no terminal report")
+    v = sub.add_parser("validate", help="validate spec files")
+    v.add_argument("specs", nargs="+")
+    sub.add_parser("list", help="list the shipped specs")
+    e = sub.add_parser("explain", help="show a spec's checks, points and categories")
+    e.add_argument("spec")
+    e.add_argument("--student", action="store_true", help="hide hidden checks")
+    sub.add_parser("schema", help="print the spec JSON Schema")
+    s = sub.add_parser("selftest", help="prove the specs: grade the reference and every known-buggy fixture")
+    s.add_argument("specs", nargs="*", help="specs to prove (default: all shipped)")
+    s.add_argument("--repeat", type=int, default=1, help="grade everything this many times")
+    s.add_argument("--jobs", type=int, default=2, help="gradings at once")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    out = Console(highlight=False)
+    err = Console(stderr=True, highlight=False)
+    try:
+        args = build_parser().parse_args(argv)
+        return _dispatch(args, out)
+    except SpecError as exc:
+        err.print(f"[red]spec error:[/] {exc}", markup=True, soft_wrap=True)
+        return EXIT_USAGE
+    except UsageError as exc:
+        err.print(f"[red]usage error:[/] {exc}", soft_wrap=True)
+        return EXIT_USAGE
+    except GraderError as exc:
+        err.print(f"[red]error:[/] {exc}", soft_wrap=True)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        return 130
+
+
+def _dispatch(args: argparse.Namespace, out: Console) -> int:
+    if args.command == "check":
+        return _check(args, out)
+    if args.command == "validate":
+        for name in args.specs:
+            spec = load_spec(catalog.resolve(name))
+            out.print(f"{spec.path}: ok ({len(spec.checks)} checks, {spec.max_score:g} points)")
+        return EXIT_OK
+    if args.command == "list":
+        for path in catalog.shipped():
+            spec = load_spec(path)
+            out.print(f"{spec.lab:18} {len(spec.checks):3} checks  {spec.title}")
+        return EXIT_OK
+    if args.command == "explain":
+        return _explain(args, out)
+    if args.command == "schema":
+        out.print(json.dumps(spec_schema(), indent=2), highlight=False, soft_wrap=True)
+        return EXIT_OK
+    if args.command == "selftest":
+        from grader.selftest import run_selftest
+
+        return run_selftest(args.specs, repeat=args.repeat, jobs=args.jobs, console=out)
+    raise UsageError(f"unknown command {args.command}")
+
+
+def _check(args: argparse.Namespace, out: Console) -> int:
+    spec = load_spec(catalog.resolve(args.spec))
+    options = Options(run=args.run, build=args.build, student=args.student, only=tuple(args.only),
+                      seed=args.seed)
+
+    def progress(result: CheckResult) -> None:
+        if not args.quiet and out.is_terminal:
+            out.print(f"  {result.outcome:7} {result.id}", style="dim")
+
+    result = grade(spec, args.submission, options, progress)
+    if args.junit:
+        args.junit.write_text(to_junit(result), encoding="utf-8")
+    if args.json:
+        args.json.write_text(to_json(result), encoding="utf-8")
+    if not args.quiet:
+        render(result, out)
+    return result.exit_code
+
+
+def _explain(args: argparse.Namespace, out: Console) -> int:
+    spec = load_spec(catalog.resolve(args.spec))
+    out.print(f"[bold]{spec.title}[/] ({spec.lab}) — run: [cyan]{spec.submission.run}[/]")
+    if spec.description:
+        out.print(spec.description.strip())
+    table = Table(header_style="bold")
+    for col in ("check", "category", "pts", "visibility", "title"):
+        table.add_column(col)
+    checks = [c for c in spec.checks if not (args.student and c.visibility == "hidden")]
+    for c in checks:
+        table.add_row(c.id, c.category, f"{c.points:g}", c.visibility, c.title)
+    out.print(table)
+    by_cat: dict[str, float] = {}
+    for c in checks:
+        by_cat[c.category] = by_cat.get(c.category, 0) + c.points
+    out.print("Points by category: " + ", ".join(f"{k} {v:g}" for k, v in sorted(by_cat.items())))
+    out.print(f"{len(checks)} checks, {sum(c.points for c in checks):g} points")
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Drivers that launch and observe student submissions."""

@@ -1,0 +1,368 @@
+"""The socket side of the I/O driver: the harness's TCP connections, listeners and UDP sockets.
+
+Everything that touches a socket lives here. OSErrors are converted where they happen: a fault of the
+submission (refused, reset, closed early) becomes an outcome the steps judge, a fault of the machine becomes
+:class:`~grader.errors.HarnessError`. Every wait has a deadline; nothing sleeps a fixed time to synchronise.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import ipaddress
+import select
+import socket
+import struct
+import termios
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from grader.driver import procfs
+from grader.engine.transcript import Transcript
+from grader.errors import CheckFailed, HarnessError
+
+POLL_S = 0.002
+RECV_SIZE = 65536
+
+# What ended a read: the predicate was satisfied, the peer sent FIN, the peer reset, or time ran out.
+COMPLETE, FIN, RST, TIMEOUT = "complete", "fin", "rst", "timeout"
+PEER_GONE_ERRNOS = (errno.EPIPE, errno.ECONNRESET, errno.ENOTCONN, errno.ESHUTDOWN)
+
+
+def family_of(host: str) -> socket.AddressFamily:
+    """AF_INET6 for an IPv6 literal, else AF_INET."""
+    try:
+        return socket.AF_INET6 if ipaddress.ip_address(host).version == 6 else socket.AF_INET
+    except ValueError:
+        return socket.AF_INET
+
+
+def remaining(deadline: float) -> float:
+    return max(0.0, deadline - time.monotonic())
+
+
+def _addr(sockaddr: tuple[str, int] | tuple[str, int, int, int]) -> tuple[str, int]:
+    host = sockaddr[0]
+    return (str(ipaddress.ip_address(host.split("%")[0])), int(sockaddr[1]))
+
+
+@dataclass
+class ReadResult:
+    """What a read produced and how it ended."""
+
+    data: bytes
+    end: str
+    elapsed: float
+
+
+class TcpConn:
+    """One TCP connection of the harness, with its own receive buffer and transcript label."""
+
+    def __init__(self, sock: socket.socket, label: str, transcript: Transcript) -> None:
+        self.sock = sock
+        self.label = label
+        self.transcript = transcript
+        self.buffer = b""
+        self.ended: str | None = None  # FIN or RST once seen
+        self.send_failed: str | None = None
+        self.closed = False
+        self.sock.setblocking(False)
+        self.local = _addr(sock.getsockname())
+        self.peer = _addr(sock.getpeername())
+
+    # -- opening ---------------------------------------------------------------------------------------
+    @classmethod
+    def connect(cls, host: str, port: int, label: str, transcript: Transcript, deadline: float) -> TcpConn:
+        fam = family_of(host)
+        sock = socket.socket(fam, socket.SOCK_STREAM)
+        sock.settimeout(max(0.05, remaining(deadline)))
+        try:
+            sock.connect((host, port))
+        except ConnectionRefusedError:
+            sock.close()
+            raise CheckFailed(
+                f"connection to {host} port {port} refused: nothing is listening there",
+                hint="Is the server still running and listening on the port it was given?",
+            ) from None
+        except TimeoutError:
+            sock.close()
+            raise CheckFailed(
+                f"connecting to {host} port {port} timed out: the server's listen backlog is full "
+                "or it is not accepting"
+            ) from None
+        except OSError as exc:
+            sock.close()
+            raise HarnessError(f"cannot connect to {host} port {port}: {exc}") from exc
+        conn = cls(sock, label, transcript)
+        transcript.note(f"connected from port {conn.local[1]} to {host} port {port}", label)
+        return conn
+
+    # -- sending ---------------------------------------------------------------------------------------
+    def send(self, data: bytes, deadline: float) -> bool:
+        """Send all of ``data`` before the deadline. False (and noted) when the peer has gone away."""
+        view = memoryview(data)
+        sent_total = 0
+        while sent_total < len(data):
+            try:
+                n = self.sock.send(view[sent_total:])
+            except BlockingIOError:
+                if remaining(deadline) <= 0:
+                    self.transcript.sent(self.label, bytes(view[:sent_total]))
+                    raise CheckFailed(
+                        f"could not send: the peer stopped reading after {sent_total} of {len(data)} bytes "
+                        "(its receive buffer is full and it is not calling recv)"
+                    ) from None
+                # Keep reading while we wait, so a peer that echoes as it reads never deadlocks with us.
+                readable, _, _ = select.select([self.sock], [self.sock], [], min(0.05, remaining(deadline)))
+                if readable:
+                    self._recv_some(deadline)
+                continue
+            except OSError as exc:
+                if exc.errno in PEER_GONE_ERRNOS:
+                    self.transcript.sent(self.label, bytes(view[:sent_total]))
+                    self.send_failed = errno.errorcode.get(exc.errno or 0, str(exc.errno))
+                    self.transcript.note(
+                        f"send failed ({self.send_failed}): the peer had already closed the connection",
+                        self.label,
+                    )
+                    return False
+                raise HarnessError(f"send failed: {exc}") from exc
+            sent_total += n
+        self.transcript.sent(self.label, data)
+        return True
+
+    def unacked(self) -> int:
+        """Bytes we sent that the peer's kernel has not yet acknowledged (SIOCOUTQ)."""
+        buf = fcntl.ioctl(self.sock.fileno(), termios.TIOCOUTQ, struct.pack("i", 0))
+        return int(struct.unpack("i", buf)[0])
+
+    def peer_unread(self) -> int | None:
+        """Bytes waiting in the peer's receive queue (None once the peer's socket is gone)."""
+        entry = procfs.find_tcp(self.peer, self.local)
+        return None if entry is None else entry.rx_queue
+
+    def wait_peer_read(self, deadline: float) -> bool:
+        """Wait until the peer's program has read everything we sent. False if the deadline passed first."""
+        while True:
+            try:
+                unacked = self.unacked()
+            except OSError:
+                return True
+            unread = self.peer_unread()
+            if unacked == 0 and (unread is None or unread == 0):
+                return True
+            if self.peer_has_closed():
+                return True
+            if remaining(deadline) <= 0:
+                return False
+            time.sleep(POLL_S)
+
+    def peer_has_closed(self) -> bool:
+        """True when data or an end-of-stream from the peer is waiting (a peek, nothing consumed)."""
+        try:
+            data = self.sock.recv(1, socket.MSG_PEEK)
+        except BlockingIOError:
+            return False
+        except OSError:
+            return True
+        return data == b""
+
+    def send_fragments(
+        self, fragments: Sequence[bytes], deadline: float, *, wait_read: bool = True, delay: float = 0.0
+    ) -> bool:
+        """Send fragments one at a time; each leaves only once the peer has read the previous one."""
+        for i, fragment in enumerate(fragments):
+            if not self.send(fragment, deadline):
+                return False
+            last = i == len(fragments) - 1
+            if last:
+                break
+            if wait_read:
+                if not self.wait_peer_read(deadline):
+                    unread = self.peer_unread()
+                    raise CheckFailed(
+                        f"the peer did not read fragment {i + 1} of {len(fragments)} "
+                        f"({unread} bytes still unread in its socket) before the deadline"
+                    )
+                self.transcript.note(f"peer has read fragment {i + 1}; sending the next", self.label)
+            if delay > 0:
+                time.sleep(min(delay, remaining(deadline)))  # a deliberate protocol delay (dribbling)
+        return True
+
+    # -- receiving -------------------------------------------------------------------------------------
+    def _recv_some(self, deadline: float) -> bool:
+        """Receive what is available into the buffer; False when the stream has ended or time is up."""
+        if self.ended is not None:
+            return False
+        wait = remaining(deadline)
+        readable, _, _ = select.select([self.sock], [], [], min(wait, 0.25))
+        if not readable:
+            return remaining(deadline) > 0
+        try:
+            data = self.sock.recv(RECV_SIZE)
+        except BlockingIOError:
+            return True
+        except ConnectionResetError:
+            self.ended = RST
+            self.transcript.note("connection reset by the peer (RST)", self.label)
+            return False
+        except OSError as exc:
+            raise HarnessError(f"recv failed: {exc}") from exc
+        if not data:
+            self.ended = FIN
+            self.transcript.note("peer closed the connection (FIN)", self.label)
+            return False
+        self.transcript.received(self.label, data)
+        self.buffer += data
+        return True
+
+    def read_until(
+        self, done: Callable[[bytes], bool] | None, deadline: float, max_bytes: int = 64 * 1024 * 1024
+    ) -> ReadResult:
+        """Read into the buffer until ``done(buffer)``, end of stream, or the deadline (``done=None``: EOF)."""
+        t0 = time.monotonic()
+        while True:
+            if done is not None and done(self.buffer):
+                return ReadResult(self.buffer, COMPLETE, time.monotonic() - t0)
+            if len(self.buffer) > max_bytes:
+                return ReadResult(self.buffer, COMPLETE, time.monotonic() - t0)
+            if self.ended is not None:
+                return ReadResult(self.buffer, self.ended, time.monotonic() - t0)
+            if remaining(deadline) <= 0:
+                return ReadResult(self.buffer, TIMEOUT, time.monotonic() - t0)
+            self._recv_some(deadline)
+
+    def read_exactly(self, n: int, deadline: float) -> ReadResult:
+        return self.read_until(lambda b: len(b) >= n, deadline)
+
+    def take(self, n: int | None = None) -> bytes:
+        """Consume ``n`` bytes (all when None) from the front of the buffer."""
+        if n is None:
+            data, self.buffer = self.buffer, b""
+        else:
+            data, self.buffer = self.buffer[:n], self.buffer[n:]
+        return data
+
+    # -- closing ---------------------------------------------------------------------------------------
+    def shutdown_write(self) -> None:
+        try:
+            self.sock.shutdown(socket.SHUT_WR)
+        except OSError as exc:
+            if exc.errno not in PEER_GONE_ERRNOS:
+                raise HarnessError(f"shutdown failed: {exc}") from exc
+        self.transcript.note("half-closed: shut down our writing side (FIN sent)", self.label)
+
+    def reset(self) -> None:
+        """Close abruptly: SO_LINGER with a zero timeout makes close() send RST."""
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self.close(note="closed abruptly with RST (SO_LINGER 0)")
+
+    def close(self, note: str = "closed the connection") -> None:
+        if not self.closed:
+            self.closed = True
+            self.sock.close()
+            self.transcript.note(note, self.label)
+
+
+class Listener:
+    """A listening TCP socket of the harness, for client submissions to connect to."""
+
+    def __init__(self, host: str, label: str, transcript: Transcript) -> None:
+        self.label = label
+        self.transcript = transcript
+        self.sock = socket.socket(family_of(host), socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            self.sock.bind((host, 0))
+            self.sock.listen(16)
+        except OSError as exc:
+            self.sock.close()
+            raise HarnessError(f"cannot listen on {host}: {exc}") from exc
+        self.sock.setblocking(False)
+        self.host = host
+        self.port = int(self.sock.getsockname()[1])
+
+    def accept(self, deadline: float, gave_up: Callable[[], str | None]) -> TcpConn | None:
+        """Wait for a connection; None on timeout. ``gave_up`` returns a reason to stop early (it died)."""
+        while True:
+            readable, _, _ = select.select([self.sock], [], [], min(0.02, remaining(deadline)))
+            if readable:
+                try:
+                    sock, _ = self.sock.accept()
+                except BlockingIOError:
+                    continue
+                conn = TcpConn(sock, self.label, self.transcript)
+                self.transcript.note(f"accepted a connection from port {conn.peer[1]}", self.label)
+                return conn
+            reason = gave_up()
+            if reason is not None:
+                raise CheckFailed(f"the program never connected: it {reason}")
+            if remaining(deadline) <= 0:
+                return None
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+class UdpSock:
+    """A UDP socket of the harness."""
+
+    def __init__(self, host: str, label: str, transcript: Transcript) -> None:
+        self.label = label
+        self.transcript = transcript
+        self.sock = socket.socket(family_of(host), socket.SOCK_DGRAM)
+        self.sock.bind((host, 0))
+        self.sock.setblocking(False)
+        self.local = _addr(self.sock.getsockname())
+
+    def sendto(self, data: bytes, addr: tuple[str, int]) -> None:
+        try:
+            self.sock.sendto(data, addr)
+        except OSError as exc:
+            raise HarnessError(f"sendto {addr} failed: {exc}") from exc
+        self.transcript.sent(self.label, data)
+
+    def recvfrom(self, deadline: float) -> tuple[bytes, tuple[str, int]] | None:
+        """The next datagram and its source, or None when the deadline passes first."""
+        while True:
+            readable, _, _ = select.select([self.sock], [], [], min(0.25, remaining(deadline)))
+            if readable:
+                try:
+                    data, src = self.sock.recvfrom(65536)
+                except BlockingIOError:
+                    continue
+                except ConnectionRefusedError:
+                    self.transcript.note("ICMP port unreachable: nothing listens on that UDP port", self.label)
+                    continue
+                self.transcript.received(self.label, data)
+                return data, _addr(src)
+            if remaining(deadline) <= 0:
+                return None
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def free_port(host: str = "127.0.0.1", avoid_swapped: bool = True) -> int:
+    """A TCP and UDP port free right now, whose byte-swapped twin is also free and different."""
+    for _ in range(200):
+        with socket.socket(family_of(host), socket.SOCK_STREAM) as s:
+            s.bind((host, 0))
+            port = int(s.getsockname()[1])
+        swapped = procfs.byteswap16(port)
+        if avoid_swapped and (swapped == port or swapped < 1024 or not _is_free(host, swapped)):
+            continue
+        if _is_free(host, port):
+            return port
+    raise HarnessError("could not find a free port")
+
+
+def _is_free(host: str, port: int) -> bool:
+    for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
+        with socket.socket(family_of(host), kind) as s:
+            try:
+                s.bind((host, port))
+            except OSError:
+                return False
+    return True

@@ -1,0 +1,134 @@
+"""Supervising a server submission: start it, see it ready in /proc, restart it after a crash, stop it.
+
+Readiness is observed, never probed: a listening TCP socket (or bound UDP socket) on the given port owned by
+the submission's process tree, as /proc/net shows. A probe connection would use up a client of a server that
+serves one client and exits. A socket on the byte-swapped port is accepted and remembered, so that one missing
+htons() fails the byte-order checks and not every check.
+"""
+
+from __future__ import annotations
+
+import shlex
+import time
+from collections.abc import Mapping, Sequence
+
+from grader.driver import procfs
+from grader.driver.backend import LocalBackend
+from grader.driver.preload import ShortIO, build_preload
+from grader.driver.process import Proc
+from grader.errors import HarnessError, SubmissionError
+from grader.spec.model import ShortIOConfig
+
+POLL_S = 0.005
+
+
+def fill(template: str, values: Mapping[str, str]) -> list[str]:
+    """Split a run template like a shell would, then fill each word's {placeholders}."""
+    return [word.format_map(values) for word in shlex.split(template)]
+
+
+class Supervisor:
+    """Owns the running server submission for one grading run."""
+
+    def __init__(
+        self,
+        backend: LocalBackend,
+        argv: Sequence[str],
+        port: int,
+        ready: Sequence[str],
+        ready_timeout: float,
+    ) -> None:
+        self.backend = backend
+        self.argv = list(argv)
+        self.port = port
+        self.ready = tuple(ready)
+        self.ready_timeout = ready_timeout
+        self.proc: Proc | None = None
+        self.tcp_port: int = port
+        self.udp_port: int = port
+        self.short_io: tuple[ShortIOConfig, int] | None = None
+        self.starts = 0
+        self.last_exit: str | None = None
+
+    @property
+    def host(self) -> str:
+        return self.backend.host
+
+    def ensure(self, short_io: ShortIOConfig | None, seed: int, fresh: bool = False) -> None:
+        """Have the server running with this short-I/O setting (restarting it if needed)."""
+        wanted = None if short_io is None else (short_io, seed)
+        if self.proc is not None and self.proc.alive() and not fresh and wanted == self.short_io:
+            return
+        self.stop()
+        self.start(wanted)
+
+    def start(self, short_io: tuple[ShortIOConfig, int] | None = None) -> None:
+        env: dict[str, str] = {}
+        if short_io is not None:
+            cfg, seed = short_io
+            try:
+                lib = build_preload()
+            except Exception as exc:
+                raise HarnessError(f"cannot build the short-I/O preload library: {exc}") from exc
+            env = ShortIO(seed, cfg.max_chunk, cfg.eintr, cfg.writes, cfg.reads).env(lib)
+        self.short_io = short_io
+        self.proc = self.backend.start(self.argv, env, label="server")
+        self.starts += 1
+        self.wait_ready(self.proc)
+
+    def wait_ready(self, proc: Proc) -> None:
+        """Poll /proc until the process tree listens; SubmissionError if it dies or never does."""
+        deadline = time.monotonic() + self.ready_timeout
+        swapped = procfs.byteswap16(self.port)
+        pending = set(self.ready) - {"none"}
+        while pending:
+            for mode in list(pending):
+                ports = {e.local[1] for e in procfs.listening_ports(proc.pid, mode)}
+                for candidate in (self.port, swapped):
+                    if candidate in ports:
+                        if mode == "tcp":
+                            self.tcp_port = candidate
+                        else:
+                            self.udp_port = candidate
+                        pending.discard(mode)
+                        break
+            if not pending:
+                break
+            code = proc.poll()
+            if code is not None:
+                self.last_exit = proc.status_text()
+                raise SubmissionError(
+                    f"the server {proc.status_text()} before it was ready "
+                    f"(expected it to listen on {'/'.join(sorted(self.ready)).upper()} port {self.port})",
+                    proc.output("stderr") + proc.output("stdout"),
+                )
+            if time.monotonic() > deadline:
+                seen = sorted({e.local[1] for e in procfs.owned_sockets(proc.pid)})
+                raise SubmissionError(
+                    f"the server did not listen on {'/'.join(sorted(pending)).upper()} port {self.port} "
+                    f"within {self.ready_timeout:g}s (its sockets are on ports {seen or 'none'})",
+                    proc.output("stderr") + proc.output("stdout"),
+                )
+            time.sleep(POLL_S)
+
+    def died(self) -> str | None:
+        """How the server ended, or None while it runs."""
+        if self.proc is None:
+            return None
+        if self.proc.alive():
+            return None
+        return self.proc.status_text()
+
+    def restart(self) -> None:
+        """Kill the server and start it again at once on the same port."""
+        self.stop()
+        self.start(self.short_io)
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.backend.stop(self.proc)
+            self.proc = None
+
+
+def command_line(argv: Sequence[str]) -> str:
+    return shlex.join(argv)

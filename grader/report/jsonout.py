@@ -1,0 +1,41 @@
+"""The JSON report: the same content as the JUnit file, for scripts and dashboards."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from grader.report.model import RunResult
+
+
+def to_dict(run: RunResult) -> dict[str, Any]:
+    return {
+        "lab": run.lab,
+        "submission": run.submission,
+        "score": run.score,
+        "max_score": run.max_score,
+        "duration_s": round(run.duration_s, 3),
+        "seed": run.seed,
+        "status": run.status,
+        "status_message": run.status_message,
+        "checks": [
+            {
+                "id": c.id,
+                "title": c.title,
+                "category": c.category,
+                "points": c.points,
+                "visibility": c.visibility,
+                "outcome": c.outcome,
+                "message": c.message,
+                "hint": c.hint,
+                "transcript": c.transcript,
+                "duration_s": c.duration_s,
+                "seed": c.seed,
+            }
+            for c in run.checks
+        ],
+    }
+
+
+def to_json(run: RunResult) -> str:
+    return json.dumps(to_dict(run), indent=2, ensure_ascii=False) + "\n"

@@ -1,0 +1,201 @@
+"""Load a lab spec: parse YAML, validate against the JSON Schema, check meaning, build the frozen model.
+
+Every problem becomes one :class:`~grader.errors.SpecError` whose message starts with ``file:line``, names
+the key at fault and says what was expected -- never a Python traceback.
+"""
+
+from __future__ import annotations
+
+import difflib
+import string
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+from jsonschema.exceptions import ValidationError, best_match
+
+from grader.errors import Location, SpecError
+from grader.spec import yamlpos
+from grader.spec.model import Args, Check, ShortIOConfig, Spec, Step, SubmissionConfig, freeze
+from grader.spec.schema import spec_schema
+from grader.steps.registry import REGISTRY, LoadContext
+
+BUILTIN_PLACEHOLDERS = ("port", "host", "url", "outfile")
+SERVER_ONLY = ("connect", "udp_send", "udp_expect", "expect_port", "restart", "expect_alive")
+CLIENT_ONLY = ("start", "expect_exit", "expect_stdout", "expect_stderr", "expect_outfile")
+
+
+@cache
+def _validator() -> jsonschema.Draft202012Validator:
+    return jsonschema.Draft202012Validator(spec_schema())
+
+
+def _path_text(path: list[str | int]) -> str:
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(top level)"
+
+
+def _explain(error: ValidationError) -> str:
+    path = list(error.absolute_path)
+    if error.validator == "additionalProperties" and isinstance(error.instance, dict):
+        allowed = sorted(error.schema.get("properties", {}))
+        extra = sorted(set(error.instance) - set(allowed))
+        is_step = len(path) >= 2 and path[-2] == "steps"
+        what = "step type" if is_step else "key"
+        parts = []
+        for key in extra:
+            close = difflib.get_close_matches(key, allowed, n=1)
+            parts.append(f"unknown {what} {key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+        return f"{_path_text(path)}: {'; '.join(parts)}; expected one of: {', '.join(allowed)}"
+    if error.validator in ("minProperties", "maxProperties") and len(path) >= 2 and path[-2] == "steps":
+        return f"{_path_text(path)}: a step is a mapping with exactly one key, the step type; got {error.instance!r}"
+    got = repr(error.instance)
+    if len(got) > 80:
+        got = got[:77] + "..."
+    return f"{_path_text(path)}: {error.message}" + ("" if got in error.message else f" (got {got})")
+
+
+def _error_line(root: Any, error: ValidationError) -> int:
+    path = list(error.absolute_path)
+    if error.validator == "additionalProperties" and isinstance(error.instance, yamlpos.PosDict):
+        allowed = set(error.schema.get("properties", {}))
+        extra = [k for k in error.instance if k not in allowed]
+        if extra:
+            return error.instance.lines.get(extra[0], error.instance.line)
+    return yamlpos.line_of(root, path)
+
+
+def load_spec(path: Path | str) -> Spec:
+    """Load and fully validate a spec file."""
+    path = Path(path).resolve()
+    name = str(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise SpecError(Location(name), f"cannot read the spec: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise SpecError(Location(name), f"the spec is not UTF-8 text: {exc}") from None
+    try:
+        data = yamlpos.load(text)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark else 0
+        raise SpecError(Location(name, line), f"invalid YAML: {exc.problem or exc.context}") from None
+    except yaml.YAMLError as exc:
+        raise SpecError(Location(name), f"invalid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise SpecError(Location(name, 1), f"expected a mapping with lab, title, submission, checks; got {type(data).__name__}")
+    error = best_match(_validator().iter_errors(data))
+    if error is not None:
+        raise SpecError(Location(name, _error_line(data, error)), _explain(error))
+    return _build(data, path)
+
+
+def _build(data: yamlpos.PosDict, path: Path) -> Spec:
+    name = str(path)
+
+    def at(node: Any, key: str | None = None) -> Location:
+        if key is not None and isinstance(node, yamlpos.PosDict):
+            return Location(name, node.lines.get(key, node.line))
+        return Location(name, getattr(node, "line", 0))
+
+    files: dict[str, Path] = {}
+    for key, rel in (data.get("files") or {}).items():
+        fp = (path.parent / rel).resolve()
+        if not fp.exists():
+            raise SpecError(at(data["files"], key), f"files.{key}: {rel!r} does not exist (looked at {fp})")
+        if key in BUILTIN_PLACEHOLDERS:
+            raise SpecError(at(data["files"], key), f"files.{key}: the name {key!r} is reserved for a placeholder")
+        files[key] = fp
+
+    sub = data["submission"]
+    ready_raw = sub.get("ready", "tcp")
+    ready = tuple(ready_raw) if isinstance(ready_raw, list) else (ready_raw,)
+    if "none" in ready and len(ready) > 1:
+        raise SpecError(at(sub, "ready"), "submission.ready: 'none' cannot be combined with tcp or udp")
+    allowed = set(BUILTIN_PLACEHOLDERS) | set(files)
+    for _, field, _, _ in string.Formatter().parse(sub["run"]):
+        if field is not None and field not in allowed:
+            raise SpecError(
+                at(sub, "run"),
+                f"submission.run: unknown placeholder {{{field}}}; expected one of "
+                + ", ".join("{" + p + "}" for p in sorted(allowed)),
+            )
+    submission = SubmissionConfig(
+        run=sub["run"],
+        build=sub.get("build"),
+        ready=ready,
+        ready_timeout=float(sub.get("ready_timeout", 10)),
+        where=at(data, "submission"),
+    )
+    defaults = data.get("defaults") or {}
+    load_ctx = LoadContext(spec_dir=path.parent, files=files, ready=ready)
+    checks: list[Check] = []
+    seen: dict[str, Location] = {}
+    for raw in data["checks"]:
+        where = at(raw)
+        cid = raw["id"]
+        if cid in seen:
+            raise SpecError(at(raw, "id"), f"duplicate check id {cid!r} (first used at line {seen[cid].line})")
+        seen[cid] = where
+        steps = tuple(_step(s, line, name, load_ctx) for s, line in zip(raw["steps"], raw["steps"].lines, strict=True))
+        sio = raw.get("short_io")
+        checks.append(
+            Check(
+                id=cid,
+                title=raw["title"],
+                category=raw["category"],
+                points=float(raw.get("points", defaults.get("points", 1))),
+                visibility=raw.get("visibility", "visible"),
+                timeout=float(raw.get("timeout", defaults.get("timeout", 10))),
+                hint=raw.get("hint", ""),
+                steps=steps,
+                where=where,
+                short_io=None
+                if sio is None
+                else ShortIOConfig(
+                    max_chunk=int(sio.get("max", 7)),
+                    eintr=bool(sio.get("eintr", False)),
+                    writes=bool(sio.get("writes", True)),
+                    reads=bool(sio.get("reads", True)),
+                ),
+                fresh=bool(raw.get("fresh", False)),
+            )
+        )
+    return Spec(
+        lab=data["lab"],
+        title=data["title"],
+        description=data.get("description", ""),
+        submission=submission,
+        files=freeze(files),
+        checks=tuple(checks),
+        path=path,
+        defaults=freeze(defaults),
+    )
+
+
+def _step(raw: yamlpos.PosDict, line: int, file: str, load_ctx: LoadContext) -> Step:
+    kind, args_raw = next(iter(raw.items()))
+    where = Location(file, line)
+    if args_raw is None:
+        args_raw = {}
+    server = "none" not in load_ctx.ready
+    if server and kind in CLIENT_ONLY:
+        raise SpecError(where, f"step {kind!r} starts or judges a client program, but submission.ready is "
+                        f"{'/'.join(load_ctx.ready)} (a server); use ready: none for a client lab")
+    if not server and kind in SERVER_ONLY:
+        raise SpecError(where, f"step {kind!r} needs a server submission, but submission.ready is none")
+    st_type = REGISTRY.get(kind)
+    nested: tuple[Step, ...] = ()
+    if st_type.nested:
+        inner = args_raw["steps"]
+        nested = tuple(_step(s, ln, file, load_ctx) for s, ln in zip(inner, inner.lines, strict=True))
+        args_raw = {k: v for k, v in args_raw.items() if k != "steps"}
+    args = Args(freeze(args_raw), where)
+    if st_type.validate is not None:
+        st_type.validate(args, load_ctx)
+    return Step(kind=kind, args=args, where=where, nested=nested)

@@ -1,0 +1,143 @@
+"""The frozen, typed model of a lab spec, built once at load time.
+
+Every object remembers where it was written (:class:`~grader.errors.Location`) so that a problem found at
+run time can still point at the spec's file and line.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Literal
+
+from grader.errors import Location
+
+CATEGORIES: tuple[str, ...] = (
+    "protocol",
+    "status-codes",
+    "partial-io",
+    "byte-order",
+    "concurrency",
+    "close",
+    "robustness",
+    "security",
+)
+READY_MODES: tuple[str, ...] = ("tcp", "udp", "none")
+Visibility = Literal["visible", "hidden"]
+
+
+def freeze(value: Any) -> Any:
+    """A read-only deep copy of plain YAML data (mappings become MappingProxyType, lists tuples)."""
+    if isinstance(value, Mapping):
+        return MappingProxyType({str(k): freeze(v) for k, v in value.items()})
+    if isinstance(value, list | tuple):
+        return tuple(freeze(v) for v in value)
+    return value
+
+
+@dataclass(frozen=True)
+class Args:
+    """A step's arguments: read-only, with typed accessors. The schema has already checked the types."""
+
+    values: Mapping[str, Any]
+    where: Location
+
+    def __contains__(self, key: str) -> bool:
+        return key in self.values
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.values)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.values.get(key, default)
+
+    def str(self, key: str, default: str = "") -> str:
+        value = self.values.get(key, default)
+        return str(value)
+
+    def int(self, key: str, default: int = 0) -> int:
+        return int(self.values.get(key, default))
+
+    def float(self, key: str, default: float = 0.0) -> float:
+        return float(self.values.get(key, default))
+
+    def bool(self, key: str, default: bool = False) -> bool:
+        return bool(self.values.get(key, default))
+
+
+@dataclass(frozen=True)
+class Step:
+    """One step of a check: its type's name, its arguments, nested steps (for group steps), its place."""
+
+    kind: str
+    args: Args
+    where: Location
+    nested: tuple[Step, ...] = ()
+
+
+@dataclass(frozen=True)
+class ShortIOConfig:
+    """Run the submission with the short-I/O preload for this check."""
+
+    max_chunk: int = 7
+    eintr: bool = False
+    writes: bool = True
+    reads: bool = True
+
+
+@dataclass(frozen=True)
+class Check:
+    """One graded check."""
+
+    id: str
+    title: str
+    category: str
+    points: float
+    visibility: Visibility
+    timeout: float
+    hint: str
+    steps: tuple[Step, ...]
+    where: Location
+    short_io: ShortIOConfig | None = None
+    fresh: bool = False
+
+
+@dataclass(frozen=True)
+class SubmissionConfig:
+    """How a submission is built, started, and seen to be ready."""
+
+    run: str
+    build: str | None
+    ready: tuple[str, ...]
+    ready_timeout: float
+    where: Location
+
+
+@dataclass(frozen=True)
+class Spec:
+    """A whole lab spec."""
+
+    lab: str
+    title: str
+    description: str
+    submission: SubmissionConfig
+    files: Mapping[str, Path]
+    checks: tuple[Check, ...]
+    path: Path
+    defaults: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+
+    @property
+    def directory(self) -> Path:
+        return self.path.parent
+
+    @property
+    def max_score(self) -> float:
+        return sum(c.points for c in self.checks)
+
+    def check(self, check_id: str) -> Check:
+        for c in self.checks:
+            if c.id == check_id:
+                return c
+        raise KeyError(check_id)

@@ -1,0 +1,1 @@
+"""Step types: the harness's actions as the submission's peer, registered in :mod:`grader.steps.registry`."""

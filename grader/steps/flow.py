@@ -1,0 +1,116 @@
+"""Group and escape-hatch steps: run branches at once, wait deliberately, call a Python function."""
+
+from __future__ import annotations
+
+import importlib
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from grader.engine.context import CheckContext
+from grader.errors import CheckFailed, HarnessError, SpecError
+from grader.spec.model import Args, Step
+from grader.steps.common import SECONDS, obj
+from grader.steps.registry import REGISTRY, LoadContext, step
+
+
+def run_steps(ctx: CheckContext, steps: tuple[Step, ...]) -> None:
+    """Run steps in order; a failure names the step and its line in the spec."""
+    for i, st in enumerate(steps, 1):
+        try:
+            REGISTRY.get(st.kind).run(ctx, st)
+        except CheckFailed as exc:
+            if not exc.step:
+                exc.step = f"step {i} ({st.kind}, line {st.where.line})"
+            raise
+
+
+@step(
+    "parallel",
+    group="flow",
+    summary=(
+        "Run the nested steps in `count` branches at the same time, each with its own connections; every "
+        "branch must succeed. Use it for N clients at once."
+    ),
+    schema=obj({"count": {"type": "integer", "minimum": 1, "maximum": 64}, "steps": {"type": "array"}},
+               required=("count", "steps")),
+    example="- parallel:\n    count: 8\n    steps:\n      - connect: {}\n      - send: {size: 100000}\n"
+    "      - shutdown_write: {}\n      - expect_bytes: {echo: true, eof: true}",
+    nested=True,
+)
+def parallel(ctx: CheckContext, st: Step) -> None:
+    count = st.args.int("count")
+    errors: list[tuple[int, BaseException]] = []
+    lock = threading.Lock()
+    barrier = threading.Barrier(count)
+
+    def branch(i: int) -> None:
+        with ctx.branch(i) as sub:
+            try:
+                barrier.wait(timeout=max(0.1, ctx.deadline - time.monotonic()))
+                run_steps(sub, st.nested)
+            except BaseException as exc:  # collected and re-raised in the main thread
+                with lock:
+                    errors.append((i, exc))
+
+    threads = [threading.Thread(target=branch, args=(i,), daemon=True) for i in range(1, count + 1)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(max(0.1, ctx.deadline - time.monotonic()) + 5)
+    if any(t.is_alive() for t in threads):
+        raise HarnessError("a parallel branch did not finish after the check's deadline")
+    if errors:
+        errors.sort(key=lambda e: e[0])
+        i, exc = errors[0]
+        failed = [n for n, e in errors if isinstance(e, CheckFailed)]
+        if isinstance(exc, CheckFailed):
+            raise CheckFailed(
+                f"{len(failed)} of {count} concurrent clients failed; client {i}: {exc.message}",
+                detail=exc.detail,
+                hint=exc.hint,
+            )
+        raise exc
+
+
+@step(
+    "pause",
+    group="flow",
+    summary="Wait a deliberate time (a protocol delay, such as a client that stalls); never for synchronisation.",
+    schema=obj({"seconds": SECONDS}, required=("seconds",)),
+    example="- pause: {seconds: 0.5}",
+)
+def pause(ctx: CheckContext, st: Step) -> None:
+    time.sleep(max(0.0, min(st.args.float("seconds"), ctx.deadline - time.monotonic())))
+
+
+def _resolve(path: str) -> Callable[..., Any]:
+    module, _, name = path.replace(":", ".").rpartition(".")
+    return getattr(importlib.import_module(module), name)  # type: ignore[no-any-return]
+
+
+def _check_call(args: Args, load: LoadContext) -> None:
+    try:
+        fn = _resolve(args.str("function"))
+    except (ImportError, AttributeError, ValueError) as exc:
+        raise SpecError(args.where, f"function {args.str('function')!r} cannot be imported: {exc}") from None
+    if not callable(fn):
+        raise SpecError(args.where, f"{args.str('function')!r} is not callable")
+
+
+@step(
+    "call",
+    group="flow",
+    summary=(
+        "The escape hatch: call a Python function `fn(ctx, args)` named by a dotted path (module.name or "
+        "module:name), with the same context and transcript as the built-in steps. It fails the check by "
+        "raising grader.errors.CheckFailed."
+    ),
+    schema=obj({"function": {"type": "string"}, "args": {"type": "object"}}, required=("function",)),
+    example="- call: {function: mylab.checks:greeting_is_polite, args: {conn: c}}",
+    validate=_check_call,
+)
+def call(ctx: CheckContext, st: Step) -> None:
+    fn = _resolve(st.args.str("function"))
+    fn(ctx, Args(st.args.get("args") or {}, st.where))
