@@ -50,6 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("spec")
     e.add_argument("--student", action="store_true", help="hide hidden checks")
     sub.add_parser("schema", help="print the spec JSON Schema")
+    sub.add_parser("docs", help="print the step reference (docs/steps.md)")
     s = sub.add_parser("selftest", help="prove the specs: grade the reference and every known-buggy fixture")
     s.add_argument("specs", nargs="*", help="specs to prove (default: all shipped)")
     s.add_argument("--repeat", type=int, default=1, help="grade everything this many times")
@@ -92,7 +93,12 @@ def _dispatch(args: argparse.Namespace, out: Console) -> int:
     if args.command == "explain":
         return _explain(args, out)
     if args.command == "schema":
-        out.print(json.dumps(spec_schema(), indent=2), highlight=False, soft_wrap=True)
+        sys.stdout.write(json.dumps(spec_schema(), indent=2) + "\n")
+        return EXIT_OK
+    if args.command == "docs":
+        from grader.docgen import render as render_docs
+
+        sys.stdout.write(render_docs())
         return EXIT_OK
     if args.command == "selftest":
         from grader.selftest import run_selftest

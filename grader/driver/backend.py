@@ -7,6 +7,7 @@ network namespace) provide the same methods with another host address.
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -22,9 +23,17 @@ class LocalBackend:
     host = "127.0.0.1"
 
     def __init__(self, submission_dir: Path, workdir: Path) -> None:
-        self.submission_dir = submission_dir.resolve()
+        self.original = submission_dir.resolve()
         self.workdir = workdir
         self._procs: list[Proc] = []
+        # Build and run in a private copy: the student's folder is never written to, and the same
+        # submission can be graded several times at once.
+        self.submission_dir = workdir / "submission"
+        try:
+            shutil.copytree(self.original, self.submission_dir, symlinks=True,
+                            ignore=shutil.ignore_patterns(".git", "__pycache__"))
+        except (OSError, shutil.Error) as exc:
+            raise SubmissionError(f"cannot copy the submission {self.original}: {exc}") from exc
 
     def env(self, extra: Mapping[str, str] | None = None) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if k not in _DROP_ENV}

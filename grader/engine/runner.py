@@ -64,7 +64,10 @@ def grade(
     t0 = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="grader-") as tmp:
         workdir = Path(tmp)
-        backend = LocalBackend(submission, workdir)
+        try:
+            backend = LocalBackend(submission, workdir)
+        except SubmissionError as exc:
+            return _all_failed(spec, submission, checks, seed, t0, "build-failed", exc)
         try:
             return _grade(spec, submission, options, checks, seed, backend, workdir, t0, progress)
         finally:

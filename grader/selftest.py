@@ -1,0 +1,165 @@
+"""``grader selftest``: prove that each spec catches what it claims.
+
+The reference program of a lab must pass every check; every known-buggy fixture must fail exactly the checks
+its ``expect.yaml`` names; every check must be failed by at least one fixture; and no verdict may change
+between repeated runs. Prints a detection matrix (fixtures x checks) and exits non-zero on any mismatch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+from rich.console import Console
+from rich.table import Table
+
+from grader import catalog
+from grader.engine.runner import Options, grade
+from grader.errors import SpecError, UsageError
+from grader.errors import Location
+from grader.spec.loader import load_spec
+from grader.spec.model import Spec
+
+
+def project_root() -> Path:
+    return catalog.specs_dir().parent
+
+
+@dataclass(frozen=True)
+class Subject:
+    """A program to grade: the reference (expects no failure) or a fixture (expects its list)."""
+
+    name: str
+    path: Path
+    expected: frozenset[str]
+    bug: str = ""
+
+
+@dataclass
+class Verdicts:
+    subject: Subject
+    runs: list[dict[str, str]] = field(default_factory=list)  # check id -> outcome, one dict per run
+    statuses: list[str] = field(default_factory=list)
+
+    def failing(self) -> set[str]:
+        return {cid for run in self.runs for cid, out in run.items() if out != "passed"}
+
+    def flips(self) -> set[str]:
+        ids = {cid for run in self.runs for cid in run}
+        return {cid for cid in ids if len({run.get(cid) for run in self.runs}) > 1}
+
+    def errors(self) -> set[str]:
+        return {cid for run in self.runs for cid, out in run.items() if out == "error"}
+
+
+def load_subjects(spec: Spec) -> list[Subject]:
+    root = project_root()
+    ids = {c.id for c in spec.checks}
+    subjects = [Subject("reference", root / "reference" / spec.lab, frozenset())]
+    if not subjects[0].path.is_dir():
+        raise UsageError(f"no reference program for {spec.lab} at {subjects[0].path}")
+    for folder in sorted((root / "fixtures" / spec.lab).glob("*/")):
+        expect = folder / "expect.yaml"
+        if not expect.is_file():
+            raise SpecError(Location(str(folder)), "fixture has no expect.yaml")
+        try:
+            data = yaml.safe_load(expect.read_text(encoding="utf-8"))
+        except yaml.YAMLError as exc:
+            raise SpecError(Location(str(expect)), f"invalid YAML: {exc}") from None
+        if not isinstance(data, dict) or not isinstance(data.get("fails"), list) or not data["fails"]:
+            raise SpecError(Location(str(expect)), "expected a mapping with a non-empty list 'fails'")
+        unknown = sorted(set(map(str, data["fails"])) - ids)
+        if unknown:
+            raise SpecError(Location(str(expect)), f"fails: no check named {', '.join(unknown)} in {spec.lab}")
+        subjects.append(Subject(folder.name, folder, frozenset(map(str, data["fails"])), str(data.get("bug", ""))))
+    return subjects
+
+
+def run_selftest(names: Sequence[str], *, repeat: int, jobs: int, console: Console) -> int:
+    paths = [catalog.resolve(n) for n in names] if names else catalog.shipped()
+    if not paths:
+        raise UsageError("no specs to test")
+    ok = True
+    for path in paths:
+        spec = load_spec(path)
+        ok = _selftest_spec(spec, max(1, repeat), max(1, jobs), console) and ok
+    console.print("[bold green]selftest passed[/]" if ok else "[bold red]selftest FAILED[/]")
+    return 0 if ok else 1
+
+
+def _selftest_spec(spec: Spec, repeat: int, jobs: int, console: Console) -> bool:
+    subjects = load_subjects(spec)
+    verdicts = {s.name: Verdicts(s) for s in subjects}
+    tasks = [(s, i) for i in range(repeat) for s in subjects]
+
+    def work(task: tuple[Subject, int]) -> tuple[str, dict[str, str], str]:
+        subject, i = task
+        result = grade(spec, subject.path, Options(seed=1000 + i))
+        return subject.name, {c.id: c.outcome for c in result.checks}, result.status
+
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        for name, outcomes, status in pool.map(work, tasks):
+            verdicts[name].runs.append(outcomes)
+            verdicts[name].statuses.append(status)
+    return _report(spec, subjects, verdicts, repeat, console)
+
+
+def _report(spec: Spec, subjects: list[Subject], verdicts: dict[str, Verdicts], repeat: int,
+            console: Console) -> bool:
+    ids = [c.id for c in spec.checks]
+    console.print(f"[bold]{spec.lab}[/]: {len(ids)} checks, {len(subjects) - 1} fixtures, {repeat} run(s) each")
+    table = Table(header_style="bold", show_lines=False)
+    table.add_column("check")
+    for s in subjects:
+        table.add_column(s.name, justify="center")
+    problems: list[str] = []
+    for cid in ids:
+        row = [cid]
+        for s in subjects:
+            v = verdicts[s.name]
+            failed = cid in v.failing()
+            expected = cid in s.expected
+            if cid in v.flips():
+                row.append("[yellow]~[/]")
+            elif cid in v.errors():
+                row.append("[magenta]E[/]")
+            elif failed and expected:
+                row.append("[green]X[/]")
+            elif failed:
+                row.append("[red]X![/]")
+            elif expected:
+                row.append("[red]-![/]")
+            else:
+                row.append("[dim].[/]")
+        table.add_row(*row)
+    console.print(table)
+    console.print("[dim]X caught as expected  . passed  X! failed unexpectedly  -! expected to fail but passed  "
+                  "~ flipped between runs  E harness error[/]")
+    for s in subjects:
+        v = verdicts[s.name]
+        if any(st != "graded" for st in v.statuses) and s.expected != set(ids):
+            problems.append(f"{s.name}: the submission did not build or start ({', '.join(set(v.statuses))})")
+        for cid in sorted(v.flips()):
+            problems.append(f"{s.name}: {cid} flipped between runs: "
+                            + " ".join(run.get(cid, "?") for run in v.runs))
+        for cid in sorted(v.errors()):
+            problems.append(f"{s.name}: {cid} ended in a harness error")
+        extra = v.failing() - s.expected - v.flips()
+        missing = s.expected - v.failing() - v.flips()
+        if extra:
+            problems.append(f"{s.name}: failed checks it should pass: {', '.join(sorted(extra))}")
+        if missing:
+            problems.append(f"{s.name}: passed checks it should fail: {', '.join(sorted(missing))}")
+    proven = set().union(*(s.expected for s in subjects))
+    unproven = [cid for cid in ids if cid not in proven]
+    if unproven:
+        problems.append(f"unproven checks (no fixture fails them): {', '.join(unproven)}")
+    for p in problems:
+        console.print(f"[red]✗[/] {p}")
+    if not problems:
+        console.print(f"[green]✓ {spec.lab}: reference passes all, every fixture fails exactly its checks, "
+                      f"every check proven, no flips[/]")
+    return not problems
