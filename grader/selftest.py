@@ -18,8 +18,7 @@ from rich.table import Table
 
 from grader import catalog
 from grader.engine.runner import Options, grade
-from grader.errors import SpecError, UsageError
-from grader.errors import Location
+from grader.errors import Location, SpecError, UsageError
 from grader.spec.loader import load_spec
 from grader.spec.model import Spec
 

@@ -53,10 +53,11 @@ def check_seed(seed: int, check_id: str) -> int:
 def grade(
     spec: Spec,
     submission: Path,
-    options: Options = Options(),
+    options: Options | None = None,
     progress: Callable[[CheckResult], None] | None = None,
 ) -> RunResult:
     """Grade one submission. Raises only for usage errors; everything else is in the result."""
+    options = options or Options()
     if not submission.is_dir():
         raise UsageError(f"the submission {submission} is not a folder")
     checks = select_checks(spec, options)

@@ -30,8 +30,11 @@ def render(run: RunResult, console: Console, *, transcripts: bool = True) -> Non
     for c in run.checks:
         label, colour = _STYLE[c.outcome]
         pts = f"{c.score:g}/{c.points:g}"
-        detail = c.title if c.outcome == "passed" else f"{c.title}: [{colour}]{escape(c.message.splitlines()[0] if c.message else '')}[/]"
-        table.add_row(f"[{colour}]{label}[/]", escape(c.id), c.category, pts, detail if c.outcome != "passed" else escape(detail))
+        first = c.message.splitlines()[0] if c.message else ""
+        if len(first) > 90:
+            first = first[:87] + "..."
+        detail = escape(c.title) if c.outcome == "passed" else f"{escape(c.title)}: [{colour}]{escape(first)}[/]"
+        table.add_row(f"[{colour}]{label}[/]", escape(c.id), c.category, pts, detail)
     console.print(table)
     for c in run.checks:
         if c.outcome in ("passed", "skipped") or run.status != "graded":

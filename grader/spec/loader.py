@@ -39,10 +39,16 @@ def _path_text(path: list[str | int]) -> str:
     return out or "(top level)"
 
 
+def _schema_props(error: ValidationError) -> list[str]:
+    schema = error.schema
+    return sorted(schema.get("properties", {})) if isinstance(schema, dict) else []
+
+
 def _explain(error: ValidationError) -> str:
     path = list(error.absolute_path)
-    if error.validator == "additionalProperties" and isinstance(error.instance, dict):
-        allowed = sorted(error.schema.get("properties", {}))
+    validator = str(error.validator)
+    if validator == "additionalProperties" and isinstance(error.instance, dict):
+        allowed = _schema_props(error)
         extra = sorted(set(error.instance) - set(allowed))
         is_step = len(path) >= 2 and path[-2] == "steps"
         what = "step type" if is_step else "key"
@@ -51,7 +57,7 @@ def _explain(error: ValidationError) -> str:
             close = difflib.get_close_matches(key, allowed, n=1)
             parts.append(f"unknown {what} {key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
         return f"{_path_text(path)}: {'; '.join(parts)}; expected one of: {', '.join(allowed)}"
-    if error.validator in ("minProperties", "maxProperties") and len(path) >= 2 and path[-2] == "steps":
+    if validator in ("minProperties", "maxProperties") and len(path) >= 2 and path[-2] == "steps":
         return f"{_path_text(path)}: a step is a mapping with exactly one key, the step type; got {error.instance!r}"
     got = repr(error.instance)
     if len(got) > 80:
@@ -61,8 +67,8 @@ def _explain(error: ValidationError) -> str:
 
 def _error_line(root: Any, error: ValidationError) -> int:
     path = list(error.absolute_path)
-    if error.validator == "additionalProperties" and isinstance(error.instance, yamlpos.PosDict):
-        allowed = set(error.schema.get("properties", {}))
+    if str(error.validator) == "additionalProperties" and isinstance(error.instance, yamlpos.PosDict):
+        allowed = set(_schema_props(error))
         extra = [k for k in error.instance if k not in allowed]
         if extra:
             return error.instance.lines.get(extra[0], error.instance.line)
@@ -87,8 +93,9 @@ def load_spec(path: Path | str) -> Spec:
         raise SpecError(Location(name, line), f"invalid YAML: {exc.problem or exc.context}") from None
     except yaml.YAMLError as exc:
         raise SpecError(Location(name), f"invalid YAML: {exc}") from None
-    if not isinstance(data, dict):
-        raise SpecError(Location(name, 1), f"expected a mapping with lab, title, submission, checks; got {type(data).__name__}")
+    if not isinstance(data, yamlpos.PosDict):
+        got = type(data).__name__
+        raise SpecError(Location(name, 1), f"expected a mapping with lab, title, submission, checks; got {got}")
     error = best_match(_validator().iter_errors(data))
     if error is not None:
         raise SpecError(Location(name, _error_line(data, error)), _explain(error))

@@ -6,6 +6,7 @@ run time can still point at the spec's file and line.
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,21 +51,20 @@ class Args:
     def __iter__(self) -> Iterator[str]:
         return iter(self.values)
 
-    def get(self, key: str, default: Any = None) -> Any:
+    def get(self, key: builtins.str, default: Any = None) -> Any:
         return self.values.get(key, default)
 
-    def str(self, key: str, default: str = "") -> str:
-        value = self.values.get(key, default)
-        return str(value)
+    def str(self, key: builtins.str, default: builtins.str = "") -> builtins.str:
+        return builtins.str(self.values.get(key, default))
 
-    def int(self, key: str, default: int = 0) -> int:
-        return int(self.values.get(key, default))
+    def int(self, key: builtins.str, default: builtins.int = 0) -> builtins.int:
+        return builtins.int(self.values.get(key, default))
 
-    def float(self, key: str, default: float = 0.0) -> float:
-        return float(self.values.get(key, default))
+    def float(self, key: builtins.str, default: builtins.float = 0.0) -> builtins.float:
+        return builtins.float(self.values.get(key, default))
 
-    def bool(self, key: str, default: bool = False) -> bool:
-        return bool(self.values.get(key, default))
+    def bool(self, key: builtins.str, default: builtins.bool = False) -> builtins.bool:
+        return builtins.bool(self.values.get(key, default))
 
 
 @dataclass(frozen=True)

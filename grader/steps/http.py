@@ -129,11 +129,19 @@ def _judge(ctx: CheckContext, a: Args, resp: HttpResponse) -> None:
         got = resp.header(name)
         if got is None or not re.search(str(pattern), got, re.IGNORECASE):
             raise CheckFailed(f"expected header {name} matching /{pattern}/, got {got!r}")
-    if resp.content_length is not None and resp.framing == "content-length" and a.str("method", "GET") != "HEAD":
-        if len(resp.body) != resp.content_length:
-            raise CheckFailed(
-                f"Content-Length says {resp.content_length} bytes but the body has {len(resp.body)}"
-            )
+    method = a.str("method", "GET")
+    if resp.content_length is not None and resp.framing == "content-length" and method != "HEAD" and len(
+        resp.body
+    ) != resp.content_length:
+        raise CheckFailed(
+            f"Content-Length says {resp.content_length} bytes but the body has {len(resp.body)}"
+        )
+    if resp.framing == "content-length" and resp.trailing:
+        raise CheckFailed(
+            f"Content-Length says {resp.content_length} bytes, but {len(resp.trailing)} more bytes followed the "
+            f"body: {show(resp.trailing)}",
+            hint="Content-Length must be the exact number of body bytes (for a file: its size in bytes).",
+        )
     if "body_file" in a:
         expected = ctx.read_file(ctx.spec_path(a.str("body_file")))
         _body_equal(resp, expected, f"the file {Path(a.str('body_file')).name}")

@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
-
-
 from grader.driver.net import FIN, RST, TIMEOUT, Listener
 from grader.engine.context import CheckContext
 from grader.errors import CheckFailed, SpecError
 from grader.judge.http import HttpParseError, line_ending_problems, parse_request, request_head_complete
 from grader.judge.show import show
 from grader.spec.model import Args, Step
-from grader.steps.common import NAME, PAYLOAD_PROPS, SECONDS, SPLIT_ITEM, check_payload, fragments, obj, payload
-from grader.steps.common import split_points
+from grader.steps.common import (
+    NAME,
+    PAYLOAD_PROPS,
+    SECONDS,
+    SPLIT_ITEM,
+    check_payload,
+    fragments,
+    obj,
+    payload,
+    split_points,
+)
 from grader.steps.registry import LoadContext, step
 from grader.steps.tcp import conn_of, end_text
 
@@ -222,9 +229,9 @@ def echo_serve(ctx: CheckContext, st: Step) -> None:
             )
     ctx.values["echoed"] = received
     conn.close()
-    expected = ctx.values.get("stdin")
-    if expected is not None and received < len(expected):
+    stdin: bytes | None = ctx.values.get("stdin")
+    if stdin is not None and received < len(stdin):
         raise CheckFailed(
-            f"the client sent only {received} of the {len(expected)} bytes it read from standard input",
+            f"the client sent only {received} of the {len(stdin)} bytes it read from standard input",
             hint="send() may write fewer bytes than asked: loop until all are sent (check its return value).",
         )

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Set up everything the grader and its tests need on a fresh Debian machine: system tools, a venv, the package.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need=()
+for tool in gcc make socat curl; do command -v "$tool" >/dev/null 2>&1 || need+=("$tool"); done
+if [ ${#need[@]} -gt 0 ]; then
+    pkgs=()
+    for t in "${need[@]}"; do case "$t" in gcc) pkgs+=(gcc libc6-dev);; *) pkgs+=("$t");; esac; done
+    SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+    echo "setup: installing ${pkgs[*]} with apt-get" >&2
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${pkgs[@]}" >/dev/null
+fi
+
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+    "$PY" -m venv .venv
+fi
+.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[dev]'
+echo "setup: ready (.venv/bin/grader)" >&2
