@@ -1,0 +1,25 @@
+# The grader in a container, for grading a class in parallel:
+#   docker build -t socket-lab-grader .
+#   docker run --rm -v "$PWD/submissions/alice:/sub:ro" -v "$PWD/out:/out" socket-lab-grader \
+#       check http-server /sub --junit /out/alice.xml --json /out/alice.json
+# The base is a build argument so that a site with its own registry or a locally made image can use it:
+#   docker build --build-arg BASE=my-registry/python:3.11-slim-bookworm -t socket-lab-grader .
+ARG BASE=python:3.11-slim-bookworm
+FROM ${BASE}
+
+RUN apt-get update \
+    && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends gcc libc6-dev make socat curl \
+    && rm -rf /var/lib/apt/lists/*
+
+WORKDIR /opt/grader
+COPY pyproject.toml README.md ./
+COPY grader ./grader
+COPY specs ./specs
+COPY reference ./reference
+COPY fixtures ./fixtures
+RUN python3 -m pip install --no-cache-dir -e . \
+    && python3 -c "from grader.driver.preload import build_preload; print(build_preload())"
+
+ENV GRADER_SPECS_DIR=/opt/grader/specs
+ENTRYPOINT ["grader"]
+CMD ["list"]
