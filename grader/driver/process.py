@@ -17,6 +17,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import IO
 
+from grader.driver import procfs
 from grader.errors import HarnessError
 
 OUTPUT_CAP = 256 * 1024
@@ -157,9 +158,13 @@ class Proc:
         return text
 
     def kill(self) -> None:
-        """Kill the whole session (process group), reap the leader, and close the pipes."""
+        """Kill the whole process tree and session, reap the leader, and close the pipes."""
+        tree = procfs.process_tree(self.pid) if self.popen.poll() is None else []
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.pid, signal.SIGKILL)
+        for pid in tree:  # descendants that left the group or the session (setsid) but not the tree
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
         if self.popen.poll() is None:
             with contextlib.suppress(ProcessLookupError):
                 self.popen.kill()

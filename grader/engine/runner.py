@@ -124,6 +124,12 @@ def _grade(
     try:
         for check in checks:
             result = run_check(spec, check, backend, supervisor, seed, workdir, template, placeholders)
+            if result.outcome == "error":
+                # Only a fault of the harness itself is retried (once, with a fresh server); whatever the
+                # submission caused stands as it is.
+                if supervisor is not None:
+                    supervisor.stop()
+                result = run_check(spec, check, backend, supervisor, seed, workdir, template, placeholders)
             results.append(result)
             if progress is not None:
                 progress(result)
