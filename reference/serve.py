@@ -57,24 +57,28 @@ def family_of(host):
     return socket.AF_INET6 if ":" in host else socket.AF_INET
 
 
-def pick_free_port(host, protocols):
-    """A port number that is free for every protocol in `protocols` on host."""
+def check_port(name, host, wanted, protocols):
+    """Return `wanted` if it is free on host for every protocol in `protocols`
+    (raise Failure if not), or, if wanted is 0, a port number that is free."""
     for _ in range(100):
-        first = socket.socket(family_of(host), SOCK_TYPES[protocols[0]])
-        others = []
+        port, socks = wanted, []
         try:
-            first.bind((host, 0))               # port 0: the kernel picks a free one
-            port = first.getsockname()[1]
-            for proto in protocols[1:]:         # the time server needs the same
-                others.append(socket.socket(family_of(host), SOCK_TYPES[proto]))
-                others[-1].bind((host, port))   # number free for UDP too
+            for proto in protocols:     # the time server needs TCP *and* UDP
+                s = socket.socket(family_of(host), SOCK_TYPES[proto])
+                socks.append(s)
+                if proto == "tcp":      # as the servers do, so TIME_WAIT is no obstacle
+                    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                s.bind((host, port))    # port 0: the kernel picks a free one...
+                port = s.getsockname()[1]   # ...and the next protocol binds the same
             return port
-        except OSError:
-            continue                            # taken for UDP: try another
+        except OSError as e:
+            if wanted or len(socks) <= 1:
+                raise Failure(f"{name}: cannot bind port {wanted} on {host!r}: {e.strerror}") from None
+            # The kernel's pick was free for TCP but is taken for UDP: try again.
         finally:
-            for s in [first, *others]:          # released: the child binds it next
+            for s in socks:             # released: the child binds it a moment later
                 s.close()
-    raise Failure(f"no free port for {'+'.join(protocols)} on {host!r}")
+    raise Failure(f"{name}: no free port on {host!r}")
 
 
 def is_ready(host, port, proto):
@@ -133,7 +137,7 @@ def run(args, children):
     env = dict(os.environ, LAB_BIND=args.host)
 
     for name, program, option, protocols in SERVICES:
-        port = getattr(args, option) or pick_free_port(args.host, protocols)
+        port = check_port(name, args.host, getattr(args, option), protocols)
         cmd = [sys.executable, os.path.join(HERE, program), str(port)]
         if name == "http-server":
             cmd.append(docroot)
@@ -151,7 +155,16 @@ def run(args, children):
         for name, proc in children:
             if proc.poll() is not None:
                 raise Failure(f"{name} exited unexpectedly with status {proc.returncode}")
-        time.sleep(0.1)     # a signal ends this sleep early enough (<= 0.1 s)
+        # The signal handler only sets a flag (sleep is resumed after it, PEP
+        # 475), so we notice Ctrl-C within 0.1 s.
+        time.sleep(0.1)
+
+
+def port_number(text):
+    port = int(text)
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{text} is not a port number (0-65535)")
+    return port
 
 
 def main():
@@ -160,7 +173,7 @@ def main():
                         help='address to bind (default 127.0.0.1; "" = all interfaces)')
     parser.add_argument("--docroot", default=os.path.join(HERE, "sample-docroot"))
     for option in ("--http-port", "--echo-port", "--udp-port", "--time-port"):
-        parser.add_argument(option, type=int, default=0, metavar="N",
+        parser.add_argument(option, type=port_number, default=0, metavar="N",
                             help="port (default 0: pick a free one)")
     args = parser.parse_args()
 
