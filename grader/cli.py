@@ -60,6 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     out = Console(highlight=False)
+    if not out.is_terminal:  # piped or in CI: wide enough that the table stays readable
+        out = Console(highlight=False, width=120)
     err = Console(stderr=True, highlight=False)
     try:
         args = build_parser().parse_args(argv)

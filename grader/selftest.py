@@ -14,7 +14,6 @@ from pathlib import Path
 
 import yaml
 from rich.console import Console
-from rich.table import Table
 
 from grader import catalog
 from grader.engine.runner import Options, grade
@@ -106,37 +105,39 @@ def _selftest_spec(spec: Spec, repeat: int, jobs: int, console: Console) -> bool
     return _report(spec, subjects, verdicts, repeat, console)
 
 
+def _cell(failed: bool, expected: bool, flipped: bool, errored: bool) -> str:
+    if flipped:
+        return "[yellow]~[/]"
+    if errored:
+        return "[magenta]E[/]"
+    if failed and expected:
+        return "[green]X[/]"
+    if failed:
+        return "[red]![/]"
+    if expected:
+        return "[red]-[/]"
+    return "[dim].[/]"
+
+
 def _report(spec: Spec, subjects: list[Subject], verdicts: dict[str, Verdicts], repeat: int,
             console: Console) -> bool:
     ids = [c.id for c in spec.checks]
     console.print(f"[bold]{spec.lab}[/]: {len(ids)} checks, {len(subjects) - 1} fixtures, {repeat} run(s) each")
-    table = Table(header_style="bold", show_lines=False)
-    table.add_column("check")
+    width = max(len(s.name) for s in subjects) + 2
+    tens = "".join(str((i + 1) // 10) if (i + 1) >= 10 else " " for i in range(len(ids)))
+    units = "".join(str((i + 1) % 10) for i in range(len(ids)))
+    console.print(" " * width + tens, markup=False)
+    console.print(" " * width + units, markup=False)
     for s in subjects:
-        table.add_column(s.name, justify="center")
-    problems: list[str] = []
-    for cid in ids:
-        row = [cid]
-        for s in subjects:
-            v = verdicts[s.name]
-            failed = cid in v.failing()
-            expected = cid in s.expected
-            if cid in v.flips():
-                row.append("[yellow]~[/]")
-            elif cid in v.errors():
-                row.append("[magenta]E[/]")
-            elif failed and expected:
-                row.append("[green]X[/]")
-            elif failed:
-                row.append("[red]X![/]")
-            elif expected:
-                row.append("[red]-![/]")
-            else:
-                row.append("[dim].[/]")
-        table.add_row(*row)
-    console.print(table)
-    console.print("[dim]X caught as expected  . passed  X! failed unexpectedly  -! expected to fail but passed  "
+        v = verdicts[s.name]
+        cells = "".join(_cell(cid in v.failing(), cid in s.expected, cid in v.flips(), cid in v.errors())
+                        for cid in ids)
+        console.print(f"{s.name:<{width}}{cells}", markup=True, highlight=False)
+    legend = "  ".join(f"{i + 1}={cid}" for i, cid in enumerate(ids))
+    console.print(f"[dim]{legend}[/]")
+    console.print("[dim]X caught as expected  . passed  ! failed but should pass  - should fail but passed  "
                   "~ flipped between runs  E harness error[/]")
+    problems: list[str] = []
     for s in subjects:
         v = verdicts[s.name]
         if any(st != "graded" for st in v.statuses) and s.expected != set(ids):

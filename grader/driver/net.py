@@ -28,6 +28,7 @@ RECV_SIZE = 65536
 # What ended a read: the predicate was satisfied, the peer sent FIN, the peer reset, or time ran out.
 COMPLETE, FIN, RST, TIMEOUT = "complete", "fin", "rst", "timeout"
 PEER_GONE_ERRNOS = (errno.EPIPE, errno.ECONNRESET, errno.ENOTCONN, errno.ESHUTDOWN)
+TCP_CLOSE = 7  # tcpi_state of a connection that was reset (or fully closed)
 
 
 def family_of(host: str) -> socket.AddressFamily:
@@ -152,11 +153,23 @@ class TcpConn:
             unread = self.peer_unread()
             if unacked == 0 and (unread is None or unread == 0):
                 return True
-            if self.peer_has_closed():
+            if self.peer_has_closed() or self.reset_by_peer():
                 return True
             if remaining(deadline) <= 0:
                 return False
             time.sleep(POLL_S)
+
+    def reset_by_peer(self) -> bool:
+        """True when our socket is in CLOSE state: the peer reset it, so nothing we sent will ever be read.
+
+        (After an RST, SIOCOUTQ keeps counting the unacknowledged bytes, and a peek sees any data that
+        arrived before the RST, so neither of the other tests notices.)
+        """
+        try:
+            info = self.sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 8)
+        except OSError:
+            return True
+        return info[0] == TCP_CLOSE
 
     def peer_has_closed(self) -> bool:
         """True when data or an end-of-stream from the peer is waiting (a peek, nothing consumed)."""
@@ -323,10 +336,12 @@ class UdpSock:
             raise HarnessError(f"sendto {addr} failed: {exc}") from exc
         self.transcript.sent(self.label, data)
 
-    def recvfrom(self, deadline: float) -> tuple[bytes, tuple[str, int]] | None:
-        """The next datagram and its source, or None when the deadline passes first."""
+    def recvfrom(
+        self, deadline: float, gave_up: Callable[[], bool] | None = None
+    ) -> tuple[bytes, tuple[str, int]] | None:
+        """The next datagram and its source; None when the deadline passes or ``gave_up()`` (it died) first."""
         while True:
-            readable, _, _ = select.select([self.sock], [], [], min(0.25, remaining(deadline)))
+            readable, _, _ = select.select([self.sock], [], [], min(0.05, remaining(deadline)))
             if readable:
                 try:
                     data, src = self.sock.recvfrom(65536)
@@ -337,7 +352,7 @@ class UdpSock:
                     continue
                 self.transcript.received(self.label, data)
                 return data, _addr(src)
-            if remaining(deadline) <= 0:
+            if remaining(deadline) <= 0 or (gave_up is not None and gave_up()):
                 return None
 
     def close(self) -> None:

@@ -207,6 +207,6 @@ def run_check(
                 if died.endswith("(signal 13)"):
                     hint = ("SIGPIPE kills a process that writes to a connection the peer has closed: ignore it "
                             "(signal(SIGPIPE, SIG_IGN) or MSG_NOSIGNAL) and handle EPIPE from send().")
-            else:
+            elif f"the server {died}" not in message:
                 message = f"{message} ({note})"
     return result(outcome, message, hint)

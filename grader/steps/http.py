@@ -149,8 +149,9 @@ def _judge(ctx: CheckContext, a: Args, resp: HttpResponse) -> None:
         _body_equal(resp, a.str("body_text").encode(), "the expected text")
     if "body_length" in a and len(resp.body) != a.int("body_length"):
         raise CheckFailed(f"expected a body of {a.int('body_length')} bytes, got {len(resp.body)}")
-    if a.bool("no_body") and resp.body:
-        raise CheckFailed(f"expected no body (HEAD), got {len(resp.body)} bytes: {show(resp.body)}")
+    if a.bool("no_body") and (resp.body or resp.trailing):  # a body after a HEAD response's head is trailing
+        extra = resp.body or resp.trailing
+        raise CheckFailed(f"expected no body (HEAD), got {len(extra)} bytes: {show(extra)}")
     if "body_not_file" in a:
         secret = ctx.read_file(ctx.spec_path(a.str("body_not_file")))
         if secret and secret[:64] in resp.body:

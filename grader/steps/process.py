@@ -220,7 +220,7 @@ OUTPUT_SCHEMA = obj(
 def _judge_output(ctx: CheckContext, a: Args, got: bytes | None, what: str) -> None:
     if a.bool("absent"):
         if got:
-            raise CheckFailed(f"expected no {what}, got {len(got)} bytes: {show(got)}")
+            raise CheckFailed(f"expected nothing in {what}, got {len(got)} bytes: {show(got)}")
         return
     if got is None:
         raise CheckFailed(f"expected {what}, but it was never written")

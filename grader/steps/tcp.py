@@ -175,7 +175,8 @@ def expect_bytes(ctx: CheckContext, st: Step) -> None:
                 f"expected bytes matching /{a.str('regex')}/, got {show(res.data)}; "
                 f"{end_text(res.end)}{ctx.died_note() if res.end != TIMEOUT else ''}"
             )
-        conn.take()
+        match = pattern.search(conn.buffer)
+        conn.take(match.end() if match is not None else None)  # bytes after the match stay for later steps
         return
     if "echo" in a:
         expected = ctx.values.get(f"sent:{a.str('conn', 'c')}", b"")
@@ -199,16 +200,17 @@ def expect_bytes(ctx: CheckContext, st: Step) -> None:
 
 
 def _expect_eof(ctx: CheckContext, conn: TcpConn, deadline: float, what: str) -> None:
+    what = f" {what}" if what else ""
     res = conn.read_until(None, deadline)
     extra = conn.take()
     if extra:
-        raise CheckFailed(f"expected the connection to close {what}, but {len(extra)} more bytes came: "
+        raise CheckFailed(f"expected the connection to close{what}, but {len(extra)} more bytes came: "
                           f"{show(extra)}")
     if res.end == TIMEOUT:
-        raise CheckFailed(f"expected the connection to close {what}, but it stayed open")
+        raise CheckFailed(f"expected the connection to close{what}, but it stayed open")
     if res.end == RST:
         raise CheckFailed(
-            f"expected an orderly close (FIN) {what}, but the connection was reset (RST){ctx.died_note()}",
+            f"expected an orderly close (FIN){what}, but the connection was reset (RST){ctx.died_note()}",
             hint="An RST instead of FIN usually means the program closed its socket with unread data in it, "
             "or it crashed.",
         )

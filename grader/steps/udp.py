@@ -55,7 +55,7 @@ def _check_expect(args: Args, load: LoadContext) -> None:
             **PAYLOAD_PROPS,
             "echo": {"const": True},
             "length": {"type": "integer", "minimum": 0},
-            "uint": obj(UINT_SCHEMA, required=("size", "min", "max")),
+            "uint": obj({k: v for k, v in UINT_SCHEMA.items() if k != "timeout"}, required=("size", "min", "max")),
             "timeout": SECONDS,
         }
     ),
@@ -66,7 +66,8 @@ def udp_expect(ctx: CheckContext, st: Step) -> None:
     a = st.args
     name = a.str("sock", "u")
     sock = ctx.udp(name)
-    got = sock.recvfrom(ctx.step_deadline(a.get("timeout")))
+    proc = ctx.supervisor.proc
+    got = sock.recvfrom(ctx.step_deadline(a.get("timeout")), lambda: proc is None or not proc.alive())
     if got is None:
         raise CheckFailed(f"expected a reply datagram, got none before the deadline{ctx.died_note()}")
     data, src = got
@@ -79,7 +80,9 @@ def udp_expect(ctx: CheckContext, st: Step) -> None:
         )
     if "echo" in a:
         queue: list[bytes] = ctx.values.get(f"udp:{name}", [])
-        expected = queue.pop(0) if queue else b""
+        if not queue:
+            raise SpecError(a.where, f"udp_expect echo: socket {name!r} has sent no datagram left to compare with")
+        expected = queue.pop(0)
     elif "uint" in a:
         u = Args(a.get("uint"), a.where)
         low, high = uint_bounds(u)
