@@ -65,6 +65,7 @@ def test_good_spec_loads_frozen(tmp_path: Path) -> None:
         (("expect_bytes: {echo: true}", "expect_bytes: {regex: '(('}"), 12, ["regex"]),
         (("- connect: {}", "- connect: {}\n      - start: {}"), 11, ["client program", "ready: none"]),
         (("id: one", "id: One Two"), 6, ["checks[0].id", "does not match"]),
+        (('send: {text: "hi"}', 'send: {conn: other, text: "hi"}'), 11, ["no connection named 'other'"]),
     ],
 )
 def test_bad_spec_names_file_line_and_key(tmp_path: Path, change: tuple[str, str], line: int,

@@ -150,6 +150,7 @@ def _build(data: yamlpos.PosDict, path: Path) -> Spec:
             raise SpecError(at(raw, "id"), f"duplicate check id {cid!r} (first used at line {seen[cid].line})")
         seen[cid] = where
         steps = tuple(_step(s, line, name, load_ctx) for s, line in zip(raw["steps"], raw["steps"].lines, strict=True))
+        _check_names(steps, set(), set())
         sio = raw.get("short_io")
         checks.append(
             Check(
@@ -206,3 +207,30 @@ def _step(raw: yamlpos.PosDict, line: int, file: str, load_ctx: LoadContext) -> 
     if st_type.validate is not None:
         st_type.validate(args, load_ctx)
     return Step(kind=kind, args=args, where=where, nested=nested)
+
+
+# Which steps open a named connection or listener, and which use one (with the defaults they assume).
+_OPENS_CONN = {"connect": "c", "accept": "c"}
+_OPENS_LISTENER = {"listen": "srv"}
+_USES_LISTENER = {"accept": "srv", "start": "srv"}
+
+
+def _check_names(steps: tuple[Step, ...], conns: set[str], listeners: set[str]) -> None:
+    """Every connection or listener a step uses was opened by an earlier step of the same branch."""
+    for st in steps:
+        if st.kind in _USES_LISTENER and not (st.kind == "start" and ("refused" in st.args or "url" in st.args)):
+            lname = st.args.str("listener", _USES_LISTENER[st.kind])
+            if lname not in listeners:
+                raise SpecError(st.where, f"{st.kind}: no listener named {lname!r} was opened by an earlier "
+                                "listen step")
+        if "conn" in REGISTRY.get(st.kind).schema.get("properties", {}) and st.kind not in _OPENS_CONN:
+            cname = st.args.str("conn", "c")
+            if cname not in conns:
+                raise SpecError(st.where, f"{st.kind}: no connection named {cname!r} was opened by an earlier "
+                                "connect or accept step")
+        if st.kind in _OPENS_CONN:
+            conns.add(st.args.str("as", _OPENS_CONN[st.kind]))
+        if st.kind in _OPENS_LISTENER:
+            listeners.add(st.args.str("as", _OPENS_LISTENER[st.kind]))
+        if st.nested:
+            _check_names(st.nested, set(), set())  # a branch has its own connections
