@@ -5,7 +5,13 @@ from __future__ import annotations
 from grader.driver.net import FIN, RST, TIMEOUT, Listener
 from grader.engine.context import CheckContext
 from grader.errors import CheckFailed, SpecError
-from grader.judge.http import HttpParseError, line_ending_problems, parse_request, request_head_complete
+from grader.judge.http import (
+    HttpParseError,
+    HttpRequest,
+    line_ending_problems,
+    parse_request,
+    request_head_complete,
+)
 from grader.judge.show import show
 from grader.spec.model import Args, Step
 from grader.steps.common import (
@@ -142,7 +148,8 @@ def _check_respond(args: Args, load: LoadContext) -> None:
         "Send a scripted HTTP response: status and reason, headers, a body (body_text, body_hex, body_file, "
         "body_size), Content-Length right (default), omitted (content_length: false) or a given number; "
         "raw_text sends bytes as they are. Cut into fragments with split (each sent once the client has read "
-        "the previous), optionally with a delay; then close (default) or keep the connection open."
+        "the previous), optionally with a delay; then close (default), keep the connection open (close: false), "
+        "or do what a real server would (close: auto: keep it open for HTTP/1.1 without Connection: close)."
     ),
     schema=obj(
         {
@@ -156,7 +163,7 @@ def _check_respond(args: Args, load: LoadContext) -> None:
             "raw_text": {"type": "string"},
             "split": {"type": "array", "items": SPLIT_ITEM},
             "delay": {"type": "number", "minimum": 0, "maximum": 5},
-            "close": {"type": "boolean"},
+            "close": {"oneOf": [{"type": "boolean"}, {"const": "auto"}]},
             "timeout": SECONDS,
         }
     ),
@@ -184,8 +191,23 @@ def respond(ctx: CheckContext, st: Step) -> None:
     deadline = ctx.step_deadline(a.get("timeout"))
     cuts = split_points(data, a.get("split", ()))
     conn.send_fragments(fragments(data, cuts), deadline, delay=a.float("delay", 0.0))
-    if a.bool("close", True):
+    close = a.get("close", True)
+    if close == "auto":
+        close = not _keeps_alive(ctx.values.get(f"request:{a.str('conn', 'c')}"))
+        if not close:
+            ctx.transcript.note("keeping the connection open (HTTP/1.1 without Connection: close)", conn.label)
+    if close:
         conn.close()
+
+
+def _keeps_alive(request: HttpRequest | None) -> bool:
+    """Whether a real server would keep the connection open after answering this request (RFC 9112 9.3)."""
+    if request is None:
+        return False
+    tokens = {t.strip().lower() for v in request.header_all("connection") for t in v.split(",")}
+    if "close" in tokens:
+        return False
+    return request.http_version.endswith("1.1") or "keep-alive" in tokens
 
 
 _REASONS = {200: "OK", 301: "Moved Permanently", 302: "Found", 400: "Bad Request", 403: "Forbidden",

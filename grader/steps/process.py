@@ -8,10 +8,11 @@ from pathlib import Path
 
 from grader.driver import procfs
 from grader.driver.net import free_port
+from grader.driver.preload import PreloadBuildError, ShortIO, build_preload
 from grader.driver.process import Proc
 from grader.engine.context import CheckContext
 from grader.engine.supervisor import fill
-from grader.errors import CheckFailed, SpecError, SubmissionError
+from grader.errors import CheckFailed, HarnessError, SpecError, SubmissionError
 from grader.judge.show import describe_mismatch, show
 from grader.spec.model import Args, Step
 from grader.steps.common import NAME, PAYLOAD_PROPS, SECONDS, check_payload, obj, payload
@@ -151,12 +152,27 @@ def start(ctx: CheckContext, st: Step) -> None:
     outfile.unlink(missing_ok=True)
     values["outfile"] = str(outfile)
     ctx.values["outfile"] = outfile
+    ctx.values["placeholders"] = values
     argv = fill(ctx.shared.run_template, values)
     stdin = payload(a, ctx.shared.spec.directory, ctx.rng, prefix="stdin_")
     ctx.values["stdin"] = stdin or b""
-    ctx.transcript.note(f"started: {' '.join(argv)}" + (f" with {len(stdin)} bytes on stdin" if stdin else ""))
+    env: dict[str, str] = {}
+    sio = ctx.shared.check.short_io
+    if sio is not None:
+        try:
+            lib = build_preload()
+        except PreloadBuildError as exc:
+            raise HarnessError(f"cannot build the short-I/O preload library: {exc}") from exc
+        env = ShortIO(ctx.shared.seed, sio.max_chunk, sio.eintr, sio.writes, sio.reads).env(lib)
+    ctx.transcript.note(
+        f"started: {' '.join(argv)}"
+        + (f" with {len(stdin)} bytes on stdin" if stdin else "")
+        + (f"; short reads/writes of at most {sio.max_chunk} bytes (seed {ctx.shared.seed})" if sio else "")
+    )
     try:
-        ctx.shared.client = ctx.shared.backend.start(argv, stdin=stdin if stdin is not None else b"", label="client")
+        ctx.shared.client = ctx.shared.backend.start(
+            argv, env, stdin=stdin if stdin is not None else b"", label="client"
+        )
     except SubmissionError as exc:
         raise CheckFailed(str(exc)) from None
 
