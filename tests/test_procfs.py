@@ -235,7 +235,7 @@ UDP_SAMPLE = """\
    sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode ref pointer drops
   221: 00000000:0044 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 3001 2 0000000000000000 0
   300: 0100007F:0035 0100007F:D431 01 00000000:00000200 00:00000000 00000000   101        0 3002 2 0000000000000000 5
-"""  # noqa: E501
+"""
 
 
 def test_parse_tcp_sample() -> None:

@@ -67,6 +67,7 @@ class TcpConn:
         self.buffer = b""
         self.ended: str | None = None  # FIN or RST once seen
         self.send_failed: str | None = None
+        self.reset_seen = False  # a send() already reported ECONNRESET
         self.closed = False
         self.sock.setblocking(False)
         self.local = _addr(sock.getsockname())
@@ -123,6 +124,9 @@ class TcpConn:
                 if exc.errno in PEER_GONE_ERRNOS:
                     self.transcript.sent(self.label, bytes(view[:sent_total]))
                     self.send_failed = errno.errorcode.get(exc.errno or 0, str(exc.errno))
+                    if exc.errno == errno.ECONNRESET:
+                        # send() consumed the reset; a later recv() would only see an end of stream.
+                        self.reset_seen = True
                     self.transcript.note(
                         f"send failed ({self.send_failed}): the peer had already closed the connection",
                         self.label,
@@ -177,6 +181,9 @@ class TcpConn:
             data = self.sock.recv(1, socket.MSG_PEEK)
         except BlockingIOError:
             return False
+        except ConnectionResetError:
+            self.reset_seen = True  # the peek consumed the reset; a later recv() would only see an end of stream
+            return True
         except OSError:
             return True
         return data == b""
@@ -223,6 +230,10 @@ class TcpConn:
         except OSError as exc:
             raise HarnessError(f"recv failed: {exc}") from exc
         if not data:
+            if self.reset_seen:
+                self.ended = RST
+                self.transcript.note("connection reset by the peer (RST)", self.label)
+                return False
             self.ended = FIN
             self.transcript.note("peer closed the connection (FIN)", self.label)
             return False

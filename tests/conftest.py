@@ -1,0 +1,31 @@
+"""Shared fixtures."""
+
+from __future__ import annotations
+
+import os
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from progs import MARK_VAR, processes_marked
+
+
+@pytest.fixture
+def no_leftover_processes(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Fail the test if a program the engine started during it is still running once it ends."""
+    mark = uuid.uuid4().hex
+    monkeypatch.setenv(MARK_VAR, mark)
+    yield
+    left = processes_marked(mark)
+    assert not left, f"processes left running: {left}"
+
+
+@pytest.fixture
+def direct_python(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Let test programs' `#!/usr/bin/env python3` find the interpreter itself, not a version manager's shim
+    (pyenv's costs about 0.1 s a start)."""
+    bindir = Path(sys.base_prefix) / "bin"
+    if (bindir / "python3").is_file():
+        monkeypatch.setenv("PATH", f"{bindir}{os.pathsep}{os.environ.get('PATH', '')}")

@@ -1,0 +1,302 @@
+"""Process steps (expect_alive, expect_sockets, restart) and the supervisor's handling of a dying server."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from progs import py_prog, run_grade, write_spec
+
+pytestmark = pytest.mark.usefixtures("no_leftover_processes", "direct_python")
+
+# -- expect_alive and SIGPIPE --------------------------------------------------------------------------------
+
+# Streams data to a client that asks for "chargen", one client at a time; echoes one line for any other client.
+# When the streaming client goes away it says goodbye anyway: after an RST the first send() fails with
+# ECONNRESET, the second one with EPIPE, which raises SIGPIPE.
+CHARGEN = """
+signal.signal(signal.SIGPIPE, SIGPIPE_ACTION)
+
+def handler(conn):
+    line = recv_line(conn)
+    if line != b"chargen\\n":
+        conn.sendall(line)
+        conn.close()
+        return
+    try:
+        while True:
+            conn.sendall(b"x" * 65536)
+    except OSError:
+        pass
+    try:
+        conn.sendall(b"bye\\n")
+    except OSError:
+        pass
+    conn.close()
+
+serve_iterative(handler)
+"""
+
+SURVIVES_RESET = """
+- id: survives-reset
+  category: robustness
+  steps:
+    - connect: {as: rude}
+    - connect: {}                  # waits in the listen queue: the server serves one client at a time
+    - send: {conn: rude, text: "chargen\\n"}
+    - expect_bytes: {conn: rude, length: 1000, timeout: 3}
+    - reset: {conn: rude}
+    - send: {text: "hello\\n"}
+    - expect_bytes: {echo: true, eof: true, timeout: 3}
+    - expect_alive: {}
+- id: next
+  steps:
+    - connect: {}
+    - send: {text: "hello\\n"}
+    - expect_bytes: {echo: true, eof: true, timeout: 3}
+"""
+
+
+def test_server_that_ignores_sigpipe_stays_alive(tmp_path: Path) -> None:
+    sub = py_prog(tmp_path / "sub", "SIGPIPE_ACTION = signal.SIG_IGN\n" + CHARGEN)
+    g = run_grade(write_spec(tmp_path, SURVIVES_RESET), sub)
+    assert g.outcomes == {"survives-reset": "passed", "next": "passed"}, g.explain()
+
+
+def test_server_killed_by_sigpipe_fails_and_is_restarted_for_the_next_check(tmp_path: Path) -> None:
+    sub = py_prog(tmp_path / "sub", "SIGPIPE_ACTION = signal.SIG_DFL\n" + CHARGEN)
+    g = run_grade(write_spec(tmp_path, SURVIVES_RESET), sub)
+    assert g.outcomes == {"survives-reset": "failed", "next": "passed"}, g.explain()
+    msg = g.messages["survives-reset"]
+    assert msg.startswith("expected 6 bytes, got 0: the connection was reset by the peer (RST) (the server was "
+                          "killed by SIGPIPE (signal 13))"), msg
+
+
+def test_expect_alive_names_sigpipe(tmp_path: Path) -> None:
+    # Threaded: one thread waits on an idle client, so the idle connection's FIN tells when the process is gone.
+    sub = py_prog(tmp_path / "sub", """
+        signal.signal(signal.SIGPIPE, signal.SIG_DFL)    # the bug: a write to a reset socket kills the process
+
+        def handler(conn):
+            if recv_line(conn) != b"chargen\\n":
+                conn.close()
+                return
+            try:
+                while True:
+                    conn.sendall(b"x" * 65536)
+            except OSError:
+                pass
+            conn.sendall(b"bye\\n")
+
+        serve_threaded(handler)
+        """)
+    spec = write_spec(tmp_path, """
+        - id: alive
+          category: robustness
+          steps:
+            - connect: {as: idle}
+            - connect: {as: rude}
+            - send: {conn: rude, text: "chargen\\n"}
+            - expect_bytes: {conn: rude, length: 1000, timeout: 3}
+            - reset: {conn: rude}
+            - expect_eof: {conn: idle, timeout: 3}
+            - expect_alive: {}
+        """)
+    g = run_grade(spec, sub)
+    assert g.outcomes == {"alive": "failed"}, g.explain()
+    assert g.messages["alive"].startswith(
+        "expected the server to keep running, but it was killed by SIGPIPE (signal 13)"), g.messages["alive"]
+    assert "SIG_IGN" in g.hints["alive"]
+
+
+# -- expect_sockets ------------------------------------------------------------------------------------------
+
+SOCKETS_SPEC = """
+- id: no-close-wait
+  category: close
+  steps:
+    - parallel:
+        count: 3
+        steps:
+          - connect: {}
+          - send: {text: "bye"}
+          - expect_bytes: {echo: true, timeout: 3}
+          - close: {}
+    - expect_sockets: {max_close_wait: 0, timeout: 1}
+- id: few-open
+  category: close
+  steps:
+    - connect: {}
+    - send: {text: "bye"}
+    - expect_bytes: {echo: true, timeout: 3}
+    - close: {}
+    - expect_sockets: {max_open: 1, timeout: 1}
+"""
+
+LEAKY_ECHO = """
+def handler(conn):
+    while True:
+        data = conn.recv(65536)
+        if not data:
+            break
+        conn.sendall(data)
+    kept.append(conn)             # the bug: never closed
+
+kept = []
+serve_threaded(handler)
+"""
+
+
+def test_expect_sockets_passes_a_server_that_closes(tmp_path: Path) -> None:
+    g = run_grade(write_spec(tmp_path, SOCKETS_SPEC), py_prog(tmp_path / "sub", "serve_threaded(echo)\n"))
+    assert g.outcomes == {"no-close-wait": "passed", "few-open": "passed"}, g.explain()
+
+
+def test_expect_sockets_finds_close_wait(tmp_path: Path) -> None:
+    g = run_grade(write_spec(tmp_path, SOCKETS_SPEC), py_prog(tmp_path / "sub", LEAKY_ECHO))
+    assert g.outcomes == {"no-close-wait": "failed", "few-open": "failed"}, g.explain()
+    assert g.messages["no-close-wait"].startswith("expected at most 0 sockets in CLOSE_WAIT, found 3: the clients "
+                                                  "closed these connections but the program never closed its side")
+    assert "close() every accepted socket" in g.hints["no-close-wait"]
+    # The three from the first check are still there, plus the new one.
+    assert g.messages["few-open"] == "expected at most 1 open TCP sockets, found 5 (LISTEN, CLOSE_WAIT)" or \
+        g.messages["few-open"] == "expected at most 1 open TCP sockets, found 5 (CLOSE_WAIT, LISTEN)", \
+        g.messages["few-open"]
+
+
+# -- restart -------------------------------------------------------------------------------------------------
+
+# Says hi and closes first, so the closed connections sit in TIME_WAIT on the server's port.
+HI_SERVER = """
+def handler(conn):
+    conn.sendall(b"hi\\n")
+    conn.close()
+
+serve_iterative(handler, reuse=REUSE)
+"""
+
+RESTART_SPEC = """
+- id: restart
+  category: robustness
+  steps:
+    - connect: {}
+    - expect_bytes: {text: "hi\\n", eof: true, timeout: 3}
+    - close: {}
+    - restart: {}
+    - connect: {}
+    - expect_bytes: {text: "hi\\n", eof: true, timeout: 3}
+"""
+
+
+def test_restart_with_so_reuseaddr_passes(tmp_path: Path) -> None:
+    g = run_grade(write_spec(tmp_path, RESTART_SPEC), py_prog(tmp_path / "sub", "REUSE = True\n" + HI_SERVER))
+    assert g.outcomes == {"restart": "passed"}, g.explain()
+
+
+def test_restart_without_so_reuseaddr_fails(tmp_path: Path) -> None:
+    g = run_grade(write_spec(tmp_path, RESTART_SPEC), py_prog(tmp_path / "sub", "REUSE = False\n" + HI_SERVER))
+    assert g.outcomes == {"restart": "failed"}, g.explain()
+    msg = g.messages["restart"]
+    assert msg.startswith("the restarted server did not come up: the server exited with status 1 before it was "
+                          "ready"), msg
+    assert "SO_REUSEADDR" in g.hints["restart"]
+    transcript = g.result.checks[0].transcript
+    assert "Address already in use" in transcript, transcript
+    assert "killing the server (1 connections on its port in TIME_WAIT)" in transcript, transcript
+
+
+# -- a server that dies during a check -----------------------------------------------------------------------
+
+DIES_ON_REQUEST = """
+def handler(conn):
+    with conn:
+        while True:
+            line = recv_line(conn)
+            if not line:
+                return
+            if line == b"die\\n":
+                conn.sendall(b"bye\\n")
+                os._exit(7)                   # the bug: the whole server exits
+            conn.sendall(line)
+
+serve_threaded(handler)
+"""
+
+
+def test_a_check_during_which_the_server_dies_fails_and_the_next_one_gets_a_new_server(tmp_path: Path) -> None:
+    # The pause outlasts the few milliseconds a process may take to exit after its sockets are closed (see the
+    # test below).
+    spec = write_spec(tmp_path, """
+        - id: kills
+          steps:
+            - connect: {}
+            - send: {text: "die\\n"}
+            - expect_bytes: {text: "bye\\n", eof: true, timeout: 3}
+            - pause: {seconds: 0.3}
+        - id: after
+          steps:
+            - connect: {}
+            - send: {text: "hello\\n"}
+            - expect_bytes: {echo: true, timeout: 3}
+        """)
+    g = run_grade(spec, py_prog(tmp_path / "sub", DIES_ON_REQUEST))
+    assert g.outcomes == {"kills": "failed", "after": "passed"}, g.explain()
+    assert g.messages["kills"] == "the server exited with status 7 during this check"
+
+
+def test_fresh_starts_a_new_server(tmp_path: Path) -> None:
+    # The server counts its clients; `fresh: true` restarts it, so its count starts again.
+    sub = py_prog(tmp_path / "sub", """
+        count = 0
+
+        def handler(conn):
+            global count
+            count += 1
+            with conn:
+                conn.sendall(b"%d\\n" % count)
+
+        serve_iterative(handler)
+        """)
+    spec = write_spec(tmp_path, """
+        - id: first
+          steps:
+            - connect: {}
+            - expect_bytes: {text: "1\\n", eof: true, timeout: 3}
+        - id: same-server
+          steps:
+            - connect: {}
+            - expect_bytes: {text: "2\\n", eof: true, timeout: 3}
+        - id: new-server
+          fresh: true
+          steps:
+            - connect: {}
+            - expect_bytes: {text: "1\\n", eof: true, timeout: 3}
+        """)
+    g = run_grade(spec, sub)
+    assert set(g.outcomes.values()) == {"passed"}, g.explain()
+
+
+@pytest.mark.xfail(
+    strict=False,
+    reason="engine bug: run_check (grader/engine/runner.py) judges 'died during this check' and "
+    "Supervisor.ensure (grader/engine/supervisor.py) decides on a restart with a non-blocking poll(); a server "
+    "whose sockets are already closed may still be exiting for a few ms, so it is seen as alive: the check "
+    "passes and the next one is run against the dying server",
+)
+def test_a_server_that_dies_at_the_end_of_a_check_is_noticed(tmp_path: Path) -> None:
+    spec = write_spec(tmp_path, """
+        - id: kills
+          steps:
+            - connect: {}
+            - send: {text: "die\\n"}
+            - expect_bytes: {text: "bye\\n", eof: true, timeout: 3}
+        - id: after
+          steps:
+            - connect: {}
+            - send: {text: "hello\\n"}
+            - expect_bytes: {echo: true, timeout: 3}
+        """)
+    sub = py_prog(tmp_path / "sub", DIES_ON_REQUEST)
+    for seed in range(1, 4):
+        g = run_grade(spec, sub, seed=seed)
+        assert g.outcomes == {"kills": "failed", "after": "passed"}, g.explain()
