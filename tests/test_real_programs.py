@@ -31,7 +31,9 @@ def failing(result: RunResult) -> dict[str, str]:
 
 
 def test_socat_as_tcp_echo_server(tmp_path: Path) -> None:
-    result = run("tcp-echo-server", "socat TCP-LISTEN:{port},reuseaddr,fork PIPE", tmp_path)
+    # EXEC:cat, not PIPE: socat's PIPE address loops data through one pipe inside a single process and can
+    # stall on a 4 MiB echo when the pipe and the socket fill at once; a separate cat keeps both directions moving.
+    result = run("tcp-echo-server", "socat TCP-LISTEN:{port},reuseaddr,fork EXEC:cat", tmp_path)
     assert result.status == "graded"
     assert failing(result) == {}
 

@@ -276,13 +276,6 @@ def test_fresh_starts_a_new_server(tmp_path: Path) -> None:
     assert set(g.outcomes.values()) == {"passed"}, g.explain()
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="engine bug: run_check (grader/engine/runner.py) judges 'died during this check' and "
-    "Supervisor.ensure (grader/engine/supervisor.py) decides on a restart with a non-blocking poll(); a server "
-    "whose sockets are already closed may still be exiting for a few ms, so it is seen as alive: the check "
-    "passes and the next one is run against the dying server",
-)
 def test_a_server_that_dies_at_the_end_of_a_check_is_noticed(tmp_path: Path) -> None:
     spec = write_spec(tmp_path, """
         - id: kills

@@ -395,8 +395,8 @@ def test_expect_bytes_echo_mismatch_and_regex_miss(tmp_path: Path) -> None:
     assert g.outcomes == {"echo": "failed", "regex": "failed"}, g.explain()
     assert "received bytes differ from those expected" in g.messages["echo"]
     assert "PING" in g.messages["echo"]
-    assert g.messages["regex"].startswith("expected bytes matching /id=[0-9]+"), g.messages["regex"]
-    assert "/, got id=none\\r\\n; " in g.messages["regex"], g.messages["regex"]
+    assert g.messages["regex"].startswith("expected bytes matching the regex 'id=[0-9]+"), g.messages["regex"]
+    assert "', got id=none\\r\\n; " in g.messages["regex"], g.messages["regex"]
     assert "closed by the peer (FIN)" in g.messages["regex"]
 
 

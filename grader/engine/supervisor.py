@@ -57,7 +57,7 @@ class Supervisor:
     def ensure(self, short_io: ShortIOConfig | None, seed: int, fresh: bool = False) -> None:
         """Have the server running with this short-I/O setting (restarting it if needed)."""
         wanted = None if short_io is None else (short_io, seed)
-        if self.proc is not None and self.proc.alive() and not fresh and wanted == self.short_io:
+        if self.proc is not None and self.died() is None and not fresh and wanted == self.short_io:
             return
         self.stop()
         self.start(wanted)
@@ -112,12 +112,26 @@ class Supervisor:
             time.sleep(POLL_S)
 
     def died(self) -> str | None:
-        """How the server ended, or None while it runs."""
-        if self.proc is None:
+        """How the server ended, or None while it runs.
+
+        A server that has closed its listening socket may be a moment away from exiting (its sockets close
+        before the kernel reaps it): give it up to a second, so the verdict never depends on that moment.
+        """
+        proc = self.proc
+        if proc is None:
             return None
-        if self.proc.alive():
-            return None
-        return self.proc.status_text()
+        if proc.alive() and not self._listening(proc):
+            proc.wait(1.0)
+        return None if proc.alive() else proc.status_text()
+
+    def _listening(self, proc: Proc) -> bool:
+        for mode in self.ready:
+            if mode == "none":
+                continue
+            port = self.tcp_port if mode == "tcp" else self.udp_port
+            if not any(e.local[1] == port for e in procfs.listening_ports(proc.pid, mode)):
+                return False
+        return True
 
     def restart(self) -> None:
         """Kill the server and start it again at once on the same port."""

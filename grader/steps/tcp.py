@@ -172,7 +172,7 @@ def expect_bytes(ctx: CheckContext, st: Step) -> None:
         res = conn.read_until(lambda b: pattern.search(b) is not None, deadline)
         if res.end != COMPLETE:
             raise CheckFailed(
-                f"expected bytes matching /{a.str('regex')}/, got {show(res.data)}; "
+                f"expected bytes matching the regex {a.str('regex')!r}, got {show(res.data)}; "
                 f"{end_text(res.end)}{ctx.died_note() if res.end != TIMEOUT else ''}"
             )
         match = pattern.search(conn.buffer)
