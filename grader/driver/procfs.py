@@ -25,7 +25,7 @@ import enum
 import ipaddress
 import os
 import sys
-from collections.abc import Iterable
+from collections.abc import Container, Iterable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -254,8 +254,22 @@ def _keep_ports(text: str, ports: Iterable[int]) -> str:
     return "".join(lines[:1] + [line for line in lines[1:] if any(t in line for t in tokens)])
 
 
+def _keep_inodes(text: str, inodes: Container[int]) -> str:
+    """Only the header and the lines of sockets with one of these inodes (no address decoding needed)."""
+    lines = text.splitlines(keepends=True)
+    kept = lines[:1]
+    for line in lines[1:]:
+        fields = line.split(None, 10)
+        if len(fields) > 9 and fields[9].isdigit() and int(fields[9]) in inodes:
+            kept.append(line)
+    return "".join(kept)
+
+
 def _read_tables(
-    protos: Iterable[str], pid: int | None, ports: Iterable[int] | None = None
+    protos: Iterable[str],
+    pid: int | None,
+    ports: Iterable[int] | None = None,
+    inodes: Container[int] | None = None,
 ) -> list[SockEntry] | None:
     """Read socket tables; ``None`` if not a single one could be read."""
     base = os.path.join(PROC, "net") if pid is None else os.path.join(PROC, str(pid), "net")
@@ -268,6 +282,8 @@ def _read_tables(
             any_read = True
             if wanted is not None:
                 text = _keep_ports(text, wanted)
+            if inodes is not None:
+                text = _keep_inodes(text, inodes)
             entries.extend(parse_net_table(text, proto))
     return entries if any_read else None
 
@@ -399,7 +415,7 @@ def _tree_sockets(pids: list[int], protos: Iterable[str]) -> list[SockEntry]:
         key = _netns_key(pid)
         if key in seen_ns:
             continue
-        table = _read_tables(protos, pid)
+        table = _read_tables(protos, pid, inodes=inodes)
         if table is None:
             continue  # process vanished before we could read its tables
         seen_ns.add(key)

@@ -49,6 +49,7 @@ class Supervisor:
         self.short_io: tuple[ShortIOConfig, int] | None = None
         self.starts = 0
         self.last_exit: str | None = None
+        self.ready_inodes: set[int] = set()
 
     @property
     def host(self) -> str:
@@ -80,12 +81,15 @@ class Supervisor:
         """Poll /proc until the process tree listens; SubmissionError if it dies or never does."""
         deadline = time.monotonic() + self.ready_timeout
         swapped = procfs.byteswap16(self.port)
+        self.ready_inodes = set()
         pending = set(self.ready) - {"none"}
         while pending:
             for mode in list(pending):
-                ports = {e.local[1] for e in procfs.listening_ports(proc.pid, mode)}
+                entries = procfs.listening_ports(proc.pid, mode)
+                ports = {e.local[1] for e in entries}
                 for candidate in (self.port, swapped):
                     if candidate in ports:
+                        self.ready_inodes |= {e.inode for e in entries if e.local[1] == candidate}
                         if mode == "tcp":
                             self.tcp_port = candidate
                         else:
@@ -125,13 +129,13 @@ class Supervisor:
         return None if proc.alive() else proc.status_text()
 
     def _listening(self, proc: Proc) -> bool:
-        for mode in self.ready:
-            if mode == "none":
-                continue
-            port = self.tcp_port if mode == "tcp" else self.udp_port
-            if not any(e.local[1] == port for e in procfs.listening_ports(proc.pid, mode)):
-                return False
-        return True
+        """Whether the process tree still holds the sockets it was ready with (cheap: no socket tables)."""
+        if not self.ready_inodes:
+            return True
+        held = procfs.socket_inodes([proc.pid])
+        if self.ready_inodes <= held.keys():
+            return True
+        return self.ready_inodes <= procfs.socket_inodes(procfs.process_tree(proc.pid)).keys()
 
     def restart(self) -> None:
         """Kill the server and start it again at once on the same port."""
