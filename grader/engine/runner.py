@@ -14,7 +14,7 @@ from pathlib import Path
 from grader.driver.backend import LocalBackend
 from grader.driver.net import free_port
 from grader.engine.context import CheckContext, Shared
-from grader.engine.supervisor import Supervisor, fill
+from grader.engine.supervisor import Supervisor
 from grader.engine.transcript import Transcript
 from grader.errors import CheckFailed, GraderError, HarnessError, SpecError, SubmissionError, UsageError
 from grader.report.model import CheckResult, RunResult
@@ -112,10 +112,10 @@ def _grade(
         port = free_port(backend.host)
         placeholders.update(host=backend.host, port=str(port), url=f"http://{backend.host}:{port}/")
         try:
-            argv = fill(template, placeholders)
-        except (KeyError, ValueError) as exc:
+            supervisor = Supervisor(backend, template, placeholders, port, spec.submission.ready,
+                                    spec.submission.ready_timeout)
+        except (KeyError, ValueError, IndexError) as exc:
             raise UsageError(f"the run command {template!r} has a bad placeholder: {exc}") from None
-        supervisor = Supervisor(backend, argv, port, spec.submission.ready, spec.submission.ready_timeout)
         try:
             supervisor.start()
         except SubmissionError as exc:

@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 
 from grader.driver import procfs
 from grader.driver.backend import LocalBackend
+from grader.driver.net import free_port
 from grader.driver.preload import ShortIO, build_preload
 from grader.driver.process import Proc
 from grader.errors import HarnessError, SubmissionError
@@ -33,13 +34,15 @@ class Supervisor:
     def __init__(
         self,
         backend: LocalBackend,
-        argv: Sequence[str],
+        template: str,
+        placeholders: Mapping[str, str],
         port: int,
         ready: Sequence[str],
         ready_timeout: float,
     ) -> None:
         self.backend = backend
-        self.argv = list(argv)
+        self.template = template
+        self.placeholders = dict(placeholders)
         self.port = port
         self.ready = tuple(ready)
         self.ready_timeout = ready_timeout
@@ -50,17 +53,31 @@ class Supervisor:
         self.starts = 0
         self.last_exit: str | None = None
         self.ready_inodes: set[int] = set()
+        self.argv = self._argv()
+
+    def _argv(self) -> list[str]:
+        """The command line for the current port (raises KeyError or ValueError for a bad template)."""
+        values = {**self.placeholders, "host": self.host, "port": str(self.port),
+                  "url": f"http://{self.host}:{self.port}/"}
+        return fill(self.template, values)
 
     @property
     def host(self) -> str:
         return self.backend.host
 
     def ensure(self, short_io: ShortIOConfig | None, seed: int, fresh: bool = False) -> None:
-        """Have the server running with this short-I/O setting (restarting it if needed)."""
+        """Have the server running with this short-I/O setting (restarting it if needed).
+
+        A restart the harness needs (after a crash, or for another short-I/O setting) uses a new port, so
+        that the old connections in TIME_WAIT never matter: only the restart step tests SO_REUSEADDR.
+        """
         wanted = None if short_io is None else (short_io, seed)
         if self.proc is not None and self.died() is None and not fresh and wanted == self.short_io:
             return
         self.stop()
+        if self.starts:
+            self.port = free_port(self.host)
+            self.argv = self._argv()
         self.start(wanted)
 
     def start(self, short_io: tuple[ShortIOConfig, int] | None = None) -> None:

@@ -109,6 +109,13 @@ def _note(ctx: CheckContext, end: str) -> str:
 
 
 def _judge(ctx: CheckContext, a: Args, resp: HttpResponse) -> None:
+    if "body_not_file" in a:
+        secret = ctx.read_file(ctx.spec_path(a.str("body_not_file")))
+        if secret and secret[:64] in resp.body:
+            raise CheckFailed(
+                f"the server sent the contents of {Path(a.str('body_not_file')).name}, a file outside the "
+                f"document root (status {resp.status} {resp.reason})"
+            )
     if "status" in a and resp.status not in _statuses(a.get("status")):
         want = _statuses(a.get("status"))
         raise CheckFailed(
@@ -152,11 +159,6 @@ def _judge(ctx: CheckContext, a: Args, resp: HttpResponse) -> None:
     if a.bool("no_body") and (resp.body or resp.trailing):  # a body after a HEAD response's head is trailing
         extra = resp.body or resp.trailing
         raise CheckFailed(f"expected no body (HEAD), got {len(extra)} bytes: {show(extra)}")
-    if "body_not_file" in a:
-        secret = ctx.read_file(ctx.spec_path(a.str("body_not_file")))
-        if secret and secret[:64] in resp.body:
-            raise CheckFailed(f"the response contains the contents of {Path(a.str('body_not_file')).name}, "
-                              "a file outside the document root")
 
 
 def _body_equal(resp: HttpResponse, expected: bytes, what: str) -> None:
