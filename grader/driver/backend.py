@@ -11,7 +11,7 @@ import shutil
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from grader.driver.process import Proc, StartFailed, describe_status, run_build
+from grader.driver.process import OUTPUT_CAP, Proc, StartFailed, describe_status, run_build
 from grader.errors import SubmissionError
 
 _DROP_ENV = ("LD_PRELOAD", "PYTHONSTARTUP", "PYTHONPATH", "VIRTUAL_ENV")
@@ -63,9 +63,11 @@ class LocalBackend:
         extra_env: Mapping[str, str] | None = None,
         stdin: bytes | None = None,
         label: str = "submission",
+        stdout_cap: int = OUTPUT_CAP,
     ) -> Proc:
         try:
-            proc = Proc(argv, self.submission_dir, self.env(extra_env), stdin=stdin, label=label)
+            proc = Proc(argv, self.submission_dir, self.env(extra_env), stdin=stdin, label=label,
+                        stdout_cap=stdout_cap)
         except StartFailed as exc:
             raise SubmissionError(str(exc)) from exc
         self._procs.append(proc)

@@ -155,8 +155,8 @@ class TcpConn:
             except OSError:
                 return True
             unread = self.peer_unread()
-            if unacked == 0 and (unread is None or unread == 0):
-                return True
+            if unread is None or (unacked == 0 and unread == 0):
+                return True  # read, or the peer's socket is gone (closed): nothing more will be read
             if self.peer_has_closed() or self.reset_by_peer():
                 return True
             if remaining(deadline) <= 0:

@@ -20,7 +20,8 @@ from typing import IO
 from grader.driver import procfs
 from grader.errors import HarnessError
 
-OUTPUT_CAP = 256 * 1024
+OUTPUT_CAP = 256 * 1024  # what is kept of a server's output, and of any program's stderr
+DATA_CAP = 64 * 1024 * 1024  # what is kept of a client's stdout, which checks compare byte for byte
 
 
 def signal_name(signum: int) -> str:
@@ -90,6 +91,7 @@ class Proc:
         env: Mapping[str, str],
         stdin: bytes | None = None,
         label: str = "submission",
+        stdout_cap: int = OUTPUT_CAP,
     ) -> None:
         self.argv = list(argv)
         self.label = label
@@ -112,7 +114,7 @@ class Proc:
         self.pid = self.popen.pid
         self.started = time.monotonic()
         assert self.popen.stdout is not None and self.popen.stderr is not None
-        self.stdout = CappedBuffer(self.popen.stdout)
+        self.stdout = CappedBuffer(self.popen.stdout, stdout_cap)
         self.stderr = CappedBuffer(self.popen.stderr)
         self._feeder: threading.Thread | None = None
         if stdin is not None:

@@ -154,8 +154,9 @@ def run_check(
     t0 = time.monotonic()
 
     def result(outcome: str, message: str = "", hint: str = "") -> CheckResult:
+        hints = [check.hint] + ([hint] if hint and hint not in check.hint else [])
         return CheckResult(check.id, check.title, check.category, check.points, check.visibility, outcome,
-                           message, hint or check.hint, transcript.render() if outcome != "passed" else "",
+                           message, " ".join(h for h in hints if h), transcript.render() if outcome != "passed" else "",
                            round(time.monotonic() - t0, 4), cseed)
 
     if supervisor is not None:
@@ -195,6 +196,9 @@ def run_check(
             if shared.client.alive():
                 transcript.note("the client was still running at the end of the check; killed it")
             backend.stop(shared.client)
+            err = shared.client.output("stderr", 800).strip()
+            if outcome != "passed" and err:
+                transcript.note(err, "client stderr")
     if supervisor is not None and supervisor.proc is not None and outcome != "error":
         died = supervisor.died()
         if died is not None:

@@ -230,6 +230,8 @@ def echo_serve(ctx: CheckContext, st: Step) -> None:
     conn = conn_of(ctx, a)
     deadline = ctx.step_deadline(a.get("timeout"))
     chunk = a.int("chunk", 65536)
+    stdin: bytes | None = ctx.values.get("stdin")
+    expected = len(stdin) if stdin is not None else None
     received = 0
     while True:
         res = conn.read_until(lambda b: len(b) > 0, deadline)
@@ -243,17 +245,33 @@ def echo_serve(ctx: CheckContext, st: Step) -> None:
         if res.end in (FIN, RST):
             break
         if res.end == TIMEOUT:
-            expected = len(ctx.values.get("stdin", b""))
+            if expected is not None and received >= expected:
+                raise CheckFailed(
+                    f"the client sent all {received} bytes and got them back, but then neither closed nor "
+                    "half-closed the connection: it waits for something that never comes",
+                    hint="After sending everything, shutdown(fd, SHUT_WR) so the server sees the end, or stop "
+                    "reading once you have received as many bytes as you sent; then close().",
+                )
             raise CheckFailed(
-                f"the client sent {received} of {expected} bytes and then neither sent more nor closed "
-                f"within the time allowed",
+                f"the client sent {received} of {expected if expected is not None else '?'} bytes and then "
+                f"neither sent more nor closed within the time allowed{ctx.died_note()}",
                 hint="Send all of the input (loop on send until every byte is written), then read the echo.",
             )
     ctx.values["echoed"] = received
+    ended = conn.ended
     conn.close()
-    stdin: bytes | None = ctx.values.get("stdin")
-    if stdin is not None and received < len(stdin):
+    if expected is not None and received < expected:
+        died = ctx.died_note()
+        proc = ctx.shared.client
+        err = proc.output("stderr", 300).strip() if proc is not None and died else ""
+        if ended == RST:
+            raise CheckFailed(
+                f"the client reset the connection after sending {received} of {expected} bytes{died}",
+                hint="An RST means the client closed its socket with unread data in it: keep reading until you "
+                "have received every byte you sent before you close.",
+            )
         raise CheckFailed(
-            f"the client sent only {received} of the {len(stdin)} bytes it read from standard input",
+            f"the client closed the connection after sending only {received} of the {expected} bytes it read "
+            f"from standard input{died}" + (f"; its stderr: {err}" if err else ""),
             hint="send() may write fewer bytes than asked: loop until all are sent (check its return value).",
         )

@@ -9,7 +9,7 @@ from pathlib import Path
 from grader.driver import procfs
 from grader.driver.net import free_port
 from grader.driver.preload import PreloadBuildError, ShortIO, build_preload
-from grader.driver.process import Proc
+from grader.driver.process import DATA_CAP, Proc
 from grader.engine.context import CheckContext
 from grader.engine.supervisor import fill
 from grader.errors import CheckFailed, HarnessError, SpecError, SubmissionError
@@ -171,7 +171,7 @@ def start(ctx: CheckContext, st: Step) -> None:
     )
     try:
         ctx.shared.client = ctx.shared.backend.start(
-            argv, env, stdin=stdin if stdin is not None else b"", label="client"
+            argv, env, stdin=stdin if stdin is not None else b"", label="client", stdout_cap=DATA_CAP
         )
     except SubmissionError as exc:
         raise CheckFailed(str(exc)) from None
@@ -272,6 +272,9 @@ def _wait_exit(ctx: CheckContext, a: Args) -> Proc:
 )
 def expect_stdout(ctx: CheckContext, st: Step) -> None:
     proc = _wait_exit(ctx, st.args)
+    if proc.stdout.truncated:
+        raise CheckFailed(f"the program wrote {proc.stdout.total} bytes to standard output, more than the "
+                          f"{DATA_CAP} bytes the grader keeps")
     _judge_output(ctx, st.args, proc.stdout.value(), "standard output")
 
 
