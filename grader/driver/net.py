@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from grader.driver import procfs
+from grader.driver import procfs, sockdiag
 from grader.engine.transcript import Transcript
 from grader.errors import CheckFailed, HarnessError
 
@@ -27,6 +27,8 @@ RECV_SIZE = 65536
 
 # What ended a read: the predicate was satisfied, the peer sent FIN, the peer reset, or time ran out.
 COMPLETE, FIN, RST, TIMEOUT = "complete", "fin", "rst", "timeout"
+_GONE = (procfs.TcpState.TIME_WAIT, procfs.TcpState.CLOSE)
+_NOT_YET_ACCEPTED = (procfs.TcpState.ESTABLISHED, procfs.TcpState.SYN_RECV, procfs.TcpState.CLOSE_WAIT)
 PEER_GONE_ERRNOS = (errno.EPIPE, errno.ECONNRESET, errno.ENOTCONN, errno.ESHUTDOWN)
 TCP_CLOSE = 7  # tcpi_state of a connection that was reset (or fully closed)
 
@@ -68,6 +70,7 @@ class TcpConn:
         self.ended: str | None = None  # FIN or RST once seen
         self.send_failed: str | None = None
         self.reset_seen = False  # a send() already reported ECONNRESET
+        self.sent_bytes = 0  # every byte written on this connection
         self.closed = False
         self.sock.setblocking(False)
         self.local = _addr(sock.getsockname())
@@ -134,6 +137,7 @@ class TcpConn:
                     return False
                 raise HarnessError(f"send failed: {exc}") from exc
             sent_total += n
+            self.sent_bytes += n
         self.transcript.sent(self.label, data)
         return True
 
@@ -147,16 +151,36 @@ class TcpConn:
         entry = procfs.find_tcp(self.peer, self.local)
         return None if entry is None else entry.rx_queue
 
+    def peer_has_read_all(self) -> bool | None:
+        """Whether the peer's socket has received every byte we wrote and its program has read them all.
+
+        Asked of the kernel with sock_diag (the peer's tcp_info and receive queue): no waiting for a delayed
+        ACK. None when sock_diag is not available here.
+        """
+        if not sockdiag.available():
+            return None
+        progress = sockdiag.tcp_progress(self.peer, self.local)
+        if progress is None or progress.state in _GONE:
+            return True  # the peer's socket is gone (or only TIME_WAIT is left): nothing more will be read
+        if progress.inode == 0 and progress.state not in _NOT_YET_ACCEPTED:
+            return True  # orphaned: the program closed it
+        # (A connection still waiting in the accept queue also has inode 0; its counters are valid.)
+        return progress.bytes_received >= self.sent_bytes and progress.rqueue == 0
+
     def wait_peer_read(self, deadline: float) -> bool:
         """Wait until the peer's program has read everything we sent. False if the deadline passed first."""
         while True:
-            try:
-                unacked = self.unacked()
-            except OSError:
+            read_all = self.peer_has_read_all()
+            if read_all:
                 return True
-            unread = self.peer_unread()
-            if unread is None or (unacked == 0 and unread == 0):
-                return True  # read, or the peer's socket is gone (closed): nothing more will be read
+            if read_all is None:  # no sock_diag: our bytes acknowledged and the peer's queue empty
+                try:
+                    unacked = self.unacked()
+                except OSError:
+                    return True
+                unread = self.peer_unread()
+                if unread is None or (unacked == 0 and unread == 0):
+                    return True  # read, or the peer's socket is gone (closed): nothing more will be read
             if self.peer_has_closed() or self.reset_by_peer():
                 return True
             if remaining(deadline) <= 0:
