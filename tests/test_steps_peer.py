@@ -355,9 +355,11 @@ ECHO_SPEC = """
     [
         ("sys.stdin.buffer.read", True, "passed", ""),
         ("lambda: sys.stdin.buffer.read(4096)", True, "failed",
-         "the client sent only 4096 of the 20000 bytes it read from standard input"),
+         "the client closed the connection after sending only 4096 of the 20000 bytes it read from standard "
+         "input"),
         ("sys.stdin.buffer.read", False, "failed",
-         "the client sent 20000 of 20000 bytes and then neither sent more nor closed within the time allowed"),
+         "the client sent all 20000 bytes and got them back, but then neither closed nor half-closed the "
+         "connection: it waits for something that never comes"),
     ],
     ids=["correct", "reads-stdin-once", "never-half-closes"],
 )
@@ -367,4 +369,5 @@ def test_echo_serve(tmp_path: Path, read_stdin: str, shutdown: bool, outcome: st
                   prelude=CLIENT_PRELUDE)
     g = run_grade(spec, sub)
     assert g.outcomes == {"echo": outcome}, g.explain()
-    assert g.messages["echo"] == expected
+    # (a note on how the client ended may follow, once it has exited)
+    assert g.messages["echo"].startswith(expected) and (expected or not g.messages["echo"])
