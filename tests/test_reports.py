@@ -132,3 +132,14 @@ def test_cli_exit_codes(tmp_path: Path) -> None:
     assert proc.returncode == 2 and "no shipped spec" in proc.stderr
     proc = subprocess.run([sys.executable, "-m", "grader", "frobnicate"], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
+
+
+def test_cli_list_and_explain() -> None:
+    listed = subprocess.run([sys.executable, "-m", "grader", "list"], capture_output=True, text=True, timeout=60)
+    assert listed.returncode == 0
+    for lab in ("http-client", "http-server", "tcp-echo-server", "tcp-echo-client", "udp-echo-server",
+                "time-server"):
+        assert lab in listed.stdout
+        explained = subprocess.run([sys.executable, "-m", "grader", "explain", lab], capture_output=True,
+                                   text=True, timeout=60)
+        assert explained.returncode == 0 and "Points by category" in explained.stdout, explained.stderr
