@@ -80,12 +80,16 @@ def run_selftest(names: Sequence[str], *, repeat: int, jobs: int, console: Conso
     paths = [catalog.resolve(n) for n in names] if names else catalog.shipped()
     if not paths:
         raise UsageError("no specs to test")
-    ok = True
+    passed = failed = 0
     for path in paths:
         spec = load_spec(path)
-        ok = _selftest_spec(spec, max(1, repeat), max(1, jobs), console) and ok
-    console.print("[bold green]selftest passed[/]" if ok else "[bold red]selftest FAILED[/]")
-    return 0 if ok else 1
+        if _selftest_spec(spec, max(1, repeat), max(1, jobs), console):
+            passed += 1
+        else:
+            failed += 1
+    colour = "green" if not failed else "red"
+    console.print(f"[bold {colour}]selftest: {passed} passed, {failed} failed[/]")
+    return 0 if not failed else 1
 
 
 def _selftest_spec(spec: Spec, repeat: int, jobs: int, console: Console) -> bool:
