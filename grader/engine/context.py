@@ -15,7 +15,7 @@ from grader.driver.net import Listener, TcpConn, UdpSock
 from grader.driver.process import Proc
 from grader.engine.supervisor import Supervisor
 from grader.engine.transcript import Transcript
-from grader.errors import CheckFailed, HarnessError
+from grader.errors import HarnessError
 from grader.spec.model import Check, Spec
 
 
@@ -33,7 +33,6 @@ class Shared:
     workdir: Path
     run_template: str
     client: Proc | None = None
-    expect_restart: bool = False
     files: dict[Path, bytes] = field(default_factory=dict)
 
 
@@ -124,9 +123,6 @@ class CheckContext:
         if proc.alive() and proc.wait(0.1) is None:
             return ""
         return f" (the {proc.label} {proc.status_text()})"
-
-    def fail(self, message: str, hint: str = "") -> CheckFailed:
-        return CheckFailed(message, hint=hint)
 
     @contextmanager
     def branch(self, index: int) -> Iterator[CheckContext]:

@@ -51,7 +51,6 @@ class Supervisor:
         self.udp_port: int = port
         self.short_io: tuple[ShortIOConfig, int] | None = None
         self.starts = 0
-        self.last_exit: str | None = None
         self.ready_inodes: set[int] = set()
         self.argv = self._argv()
 
@@ -117,7 +116,6 @@ class Supervisor:
                 break
             code = proc.poll()
             if code is not None:
-                self.last_exit = proc.status_text()
                 raise SubmissionError(
                     f"the server {proc.status_text()} before it was ready "
                     f"(expected it to listen on {'/'.join(sorted(self.ready)).upper()} port {self.port})",
@@ -163,7 +161,3 @@ class Supervisor:
         if self.proc is not None:
             self.backend.stop(self.proc)
             self.proc = None
-
-
-def command_line(argv: Sequence[str]) -> str:
-    return shlex.join(argv)

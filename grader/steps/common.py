@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from grader.errors import Location, SpecError
+from grader.errors import SpecError
 from grader.spec.model import Args
 from grader.steps.registry import LoadContext
 
@@ -115,7 +115,3 @@ def split_points(data: bytes, items: list[Any] | tuple[Any, ...]) -> list[int]:
 def fragments(data: bytes, cuts: list[int]) -> list[bytes]:
     edges = [0, *cuts, len(data)]
     return [data[a:b] for a, b in itertools.pairwise(edges)]
-
-
-def where(args: Args) -> Location:
-    return args.where
