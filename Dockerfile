@@ -4,6 +4,8 @@
 #       check http-server /sub --junit /out/alice.xml --json /out/alice.json
 # The base is a build argument so that a site with its own registry or a locally made image can use it:
 #   docker build --build-arg BASE=my-registry/python:3.11-slim-bookworm -t socket-lab-grader .
+# Any Debian-based image with python3 and python3-venv works as the base (it was built here from a
+# debootstrapped bookworm with those two packages, imported with `docker import`).
 ARG BASE=python:3.11-slim-bookworm
 FROM ${BASE}
 
@@ -17,9 +19,12 @@ COPY grader ./grader
 COPY specs ./specs
 COPY reference ./reference
 COPY fixtures ./fixtures
-RUN python3 -m pip install --no-cache-dir -e . \
-    && python3 -c "from grader.driver.preload import build_preload; print(build_preload())"
+# A virtual environment works on any base: the official python image and a Debian python3 alike.
+RUN python3 -m venv /opt/venv \
+    && /opt/venv/bin/pip install --no-cache-dir -e . \
+    && /opt/venv/bin/python -c "from grader.driver.preload import build_preload; print(build_preload())"
 
-ENV GRADER_SPECS_DIR=/opt/grader/specs
+ENV PATH=/opt/venv/bin:$PATH \
+    GRADER_SPECS_DIR=/opt/grader/specs
 ENTRYPOINT ["grader"]
 CMD ["list"]
