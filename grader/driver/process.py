@@ -24,6 +24,12 @@ OUTPUT_CAP = 256 * 1024  # what is kept of a server's output, and of any program
 DATA_CAP = 64 * 1024 * 1024  # what is kept of a client's stdout, which checks compare byte for byte
 
 
+SIGPIPE_HINT = (
+    "SIGPIPE kills a process that writes to a connection the peer has closed: ignore it "
+    "(signal(SIGPIPE, SIG_IGN) or send(..., MSG_NOSIGNAL)) and handle EPIPE from send()."
+)
+
+
 def signal_name(signum: int) -> str:
     try:
         return signal.Signals(signum).name
@@ -174,7 +180,9 @@ class Proc:
             self.popen.wait(timeout=5)
         except subprocess.TimeoutExpired as exc:
             raise HarnessError(f"process {self.pid} did not die after SIGKILL") from exc
-        _kill_session_stragglers(self.pid)
+        for pid in procfs.process_tree(self.pid):  # what is left in its session (forked while we killed)
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
         self.stdout.join(2)
         self.stderr.join(2)
 
@@ -187,29 +195,10 @@ class StartFailed(Exception):
     """The program could not be executed at all."""
 
 
-def _kill_session_stragglers(sid: int) -> None:
-    """Kill any process still in session ``sid`` (children that left the process group)."""
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as f:
-                stat = f.read().decode("ascii", "replace")
-        except OSError:
-            continue
-        fields = stat.rsplit(")", 1)[-1].split()
-        if len(fields) > 3 and fields[3] == str(sid):
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(int(entry), signal.SIGKILL)
-
-
 def run_build(command: str, cwd: Path, env: Mapping[str, str], timeout: float) -> tuple[int | None, str]:
     """Run a build command through the shell; (exit status or None on timeout, captured output)."""
     proc = Proc(["/bin/sh", "-c", command], cwd, env, label="build")
     code = proc.wait(timeout)
-    if code is None:
-        proc.kill()
-    else:
-        proc.kill()  # reap anything it left behind
+    proc.kill()  # stop it on a timeout, and reap anything it left behind either way
     out = proc.stdout.value() + proc.stderr.value()
     return code, out.decode("utf-8", "replace")[-8000:]

@@ -13,10 +13,11 @@ from pathlib import Path
 
 from grader.driver.backend import LocalBackend
 from grader.driver.net import free_port
+from grader.driver.process import SIGPIPE_HINT
 from grader.engine.context import CheckContext, Shared
 from grader.engine.supervisor import Supervisor
 from grader.engine.transcript import Transcript
-from grader.errors import CheckFailed, GraderError, HarnessError, SpecError, SubmissionError, UsageError
+from grader.errors import CheckFailed, GraderError, HarnessError, SubmissionError, UsageError
 from grader.report.model import CheckResult, RunResult
 from grader.spec.model import Check, Spec
 from grader.steps.flow import run_steps
@@ -109,10 +110,8 @@ def _grade(
     placeholders["outfile"] = str(workdir / "outfile")
     supervisor: Supervisor | None = None
     if server:
-        port = free_port(backend.host)
-        placeholders.update(host=backend.host, port=str(port), url=f"http://{backend.host}:{port}/")
         try:
-            supervisor = Supervisor(backend, template, placeholders, port, spec.submission.ready,
+            supervisor = Supervisor(backend, template, placeholders, free_port(backend.host), spec.submission.ready,
                                     spec.submission.ready_timeout)
         except (KeyError, ValueError, IndexError) as exc:
             raise UsageError(f"the run command {template!r} has a bad placeholder: {exc}") from None
@@ -183,9 +182,7 @@ def run_check(
             transcript.note(exc.detail[-1500:], "output")
         if exc.step:
             transcript.note(f"failed at {exc.step}")
-    except (HarnessError, SpecError) as exc:
-        outcome, message = "error", f"harness error: {exc}"
-    except GraderError as exc:
+    except GraderError as exc:  # the harness's or the spec's fault, never the student's
         outcome, message = "error", f"harness error: {exc}"
     except Exception as exc:  # a bug of ours: an error, never the student's failure
         outcome, message = "error", f"internal error: {type(exc).__name__}: {exc}"
@@ -208,9 +205,8 @@ def run_check(
             note = f"the server {died} during this check"
             if outcome == "passed":
                 outcome, message = "failed", note
-                if died.endswith("(signal 13)"):
-                    hint = ("SIGPIPE kills a process that writes to a connection the peer has closed: ignore it "
-                            "(signal(SIGPIPE, SIG_IGN) or MSG_NOSIGNAL) and handle EPIPE from send().")
+                if supervisor.proc.poll() == -13:
+                    hint = SIGPIPE_HINT
             elif f"the server {died}" not in message:
                 message = f"{message} ({note})"
     return result(outcome, message, hint)

@@ -9,7 +9,7 @@ from pathlib import Path
 from grader.driver import procfs
 from grader.driver.net import free_port
 from grader.driver.preload import PreloadBuildError, ShortIO, build_preload
-from grader.driver.process import DATA_CAP, Proc
+from grader.driver.process import DATA_CAP, SIGPIPE_HINT, Proc
 from grader.engine.context import CheckContext
 from grader.engine.supervisor import fill
 from grader.errors import CheckFailed, HarnessError, SpecError, SubmissionError
@@ -30,13 +30,10 @@ STDIN_PROPS = {f"stdin_{k}": v for k, v in PAYLOAD_PROPS.items()}
     example="- expect_alive: {}",
 )
 def expect_alive(ctx: CheckContext, st: Step) -> None:
-    proc = ctx.supervisor.proc
-    if proc is None or proc.wait(0.05) is not None or not proc.alive():
-        status = proc.status_text() if proc else "is not running"
-        hint = ""
-        if proc is not None and proc.poll() == -13:
-            hint = ("SIGPIPE kills a process that writes to a connection the peer has closed: "
-                    "signal(SIGPIPE, SIG_IGN) or send(..., MSG_NOSIGNAL), and handle EPIPE.")
+    sup = ctx.supervisor
+    status = "is not running" if sup.proc is None else sup.died()
+    if status is not None:
+        hint = SIGPIPE_HINT if sup.proc is not None and sup.proc.poll() == -13 else ""
         raise CheckFailed(f"expected the server to keep running, but it {status}", hint=hint)
 
 
