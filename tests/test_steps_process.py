@@ -109,6 +109,113 @@ def test_expect_alive_names_sigpipe(tmp_path: Path) -> None:
     assert "SIG_IGN" in g.hints["alive"]
 
 
+# -- wait_closed ---------------------------------------------------------------------------------------------
+
+# A threaded server that gets round to a reset client late: it notices the reset only after a while (say, a
+# busy thread), then writes twice. With SIGPIPE at its default the second write kills it, well after the
+# harness could have looked; wait_closed makes the verdict wait for the server to finish with that client.
+LATE = """
+signal.signal(signal.SIGPIPE, SIGPIPE_ACTION)
+held = []
+
+def handler(conn):
+    if recv_line(conn) != b"late\\n":
+        conn.sendall(b"hi\\n")
+        conn.close()
+        return
+    conn.sendall(b"ok\\n")
+    try:
+        conn.recv(1)                 # the client's reset: ECONNRESET
+    except OSError:
+        pass
+    time.sleep(0.4)                  # slow to get round to it
+    try:
+        conn.sendall(b"bye\\n")
+        conn.sendall(b"bye\\n")
+    except OSError:
+        pass
+    if KEEP:
+        held.append(conn)            # the leak: never closed
+    else:
+        conn.close()
+
+serve_threaded(handler)
+"""
+
+LATE_SPEC = """
+- id: late
+  steps:
+    - connect: {as: rude}
+    - send: {conn: rude, text: "late\\n"}
+    - expect_bytes: {conn: rude, text: "ok\\n", timeout: 3}
+    - reset: {conn: rude}
+    - wait_closed: {conn: rude, timeout: WAIT}
+    - expect_alive: {}
+    - expect_sockets: {max_open: 0, timeout: 0.05}    # always fails: shows the transcript
+"""
+
+
+@pytest.mark.parametrize("keep", [False, True])
+def test_wait_closed_lets_a_slow_server_die_before_expect_alive_looks(tmp_path: Path, keep: bool) -> None:
+    sub = py_prog(tmp_path / "sub", f"SIGPIPE_ACTION = signal.SIG_DFL\nKEEP = {keep}\n" + LATE)
+    g = run_grade(write_spec(tmp_path, LATE_SPEC.replace("WAIT", "5")), sub)
+    assert g.outcomes == {"late": "failed"}, g.explain()
+    assert g.messages["late"].startswith("expected the server to keep running, but it was killed by SIGPIPE"), (
+        g.explain()
+    )
+
+
+def test_wait_closed_returns_once_the_server_closes_the_socket(tmp_path: Path) -> None:
+    sub = py_prog(tmp_path / "sub", "SIGPIPE_ACTION = signal.SIG_IGN\nKEEP = False\n" + LATE)
+    g = run_grade(write_spec(tmp_path, LATE_SPEC.replace("WAIT", "5")), sub)
+    assert g.messages["late"].startswith("expected at most 0 open TCP sockets"), g.explain()
+    transcript = g.result.checks[0].transcript
+    assert "the submission has closed its socket of this connection" in transcript, transcript
+
+
+def test_wait_closed_judges_nothing_when_the_server_keeps_the_socket(tmp_path: Path) -> None:
+    sub = py_prog(tmp_path / "sub", "SIGPIPE_ACTION = signal.SIG_IGN\nKEEP = True\n" + LATE)
+    g = run_grade(write_spec(tmp_path, LATE_SPEC.replace("WAIT", "1")), sub)
+    assert g.messages["late"].startswith("expected at most 0 open TCP sockets"), g.explain()
+    transcript = g.result.checks[0].transcript
+    assert "the submission still holds its socket of this connection" in transcript, transcript
+
+
+def test_wait_closed_on_a_connection_never_accepted(tmp_path: Path) -> None:
+    # One client at a time: the second connection waits in the listen queue until it is reset.
+    sub = py_prog(tmp_path / "sub", "serve_iterative(lambda conn: (recv_line(conn), time.sleep(30)))\n")
+    spec = write_spec(tmp_path, """
+        - id: queued
+          steps:
+            - connect: {as: first}
+            - send: {conn: first, text: "x\\n", wait_read: true, timeout: 3}
+            - connect: {as: queued}
+            - reset: {conn: queued}
+            - wait_closed: {conn: queued, timeout: 5}
+            - expect_sockets: {max_open: 0, timeout: 0.05}
+    """)
+    g = run_grade(spec, sub)
+    transcript = g.result.checks[0].transcript
+    assert "the submission never accepted this connection" in transcript, g.explain()
+
+
+# -- send wait_read ------------------------------------------------------------------------------------------
+
+
+def test_send_wait_read_fails_when_the_server_never_reads(tmp_path: Path) -> None:
+    sub = py_prog(tmp_path / "sub", "serve_threaded(lambda conn: time.sleep(30))\n")
+    spec = write_spec(tmp_path, """
+        - id: unread
+          steps:
+            - connect: {}
+            - send: {text: "hello\\n", wait_read: true, timeout: 0.5}
+    """)
+    g = run_grade(spec, sub)
+    assert g.outcomes == {"unread": "failed"}, g.explain()
+    assert g.messages["unread"] == "the peer did not read fragment 1 of 1 (6 bytes still unread in its socket) " \
+        "before the deadline", g.explain()
+
+
 # -- expect_sockets ------------------------------------------------------------------------------------------
 
 SOCKETS_SPEC = """

@@ -72,6 +72,7 @@ class TcpConn:
         self.reset_seen = False  # a send() already reported ECONNRESET
         self.sent_bytes = 0  # every byte written on this connection
         self.closed = False
+        self.peer_inode_at_close = 0  # the peer's socket inode when we closed, if its program had accepted it
         self.sock.setblocking(False)
         self.local = _addr(sock.getsockname())
         self.peer = _addr(sock.getpeername())
@@ -187,6 +188,39 @@ class TcpConn:
                 return False
             time.sleep(POLL_S)
 
+    def peer_socket(self) -> tuple[int, int] | None:
+        """The peer's socket for this connection as (state, inode), or None once it is gone (or TIME_WAIT).
+
+        The inode is 0 while the connection waits in the accept queue: its program has not accepted it yet.
+        """
+        if sockdiag.available():
+            progress = sockdiag.tcp_progress(self.peer, self.local)
+            found = None if progress is None else (progress.state, progress.inode)
+        else:
+            entry = procfs.find_tcp(self.peer, self.local)
+            found = None if entry is None else (entry.state, entry.inode)
+        return None if found is None or found[0] in _GONE else found
+
+    def peer_inode(self) -> int:
+        """The inode of the peer's socket once its program has accepted the connection, else 0."""
+        found = self.peer_socket()
+        return 0 if found is None else found[1]
+
+    def wait_acked(self, deadline: float) -> bool:
+        """Wait until the peer's kernel has acknowledged every byte we sent (a FIN included).
+
+        False if the deadline passed first (the peer's receive window is full).
+        """
+        while True:
+            try:
+                if self.unacked() == 0 or self.reset_by_peer():
+                    return True
+            except OSError:
+                return True
+            if remaining(deadline) <= 0:
+                return False
+            time.sleep(POLL_S)
+
     def reset_by_peer(self) -> bool:
         """True when our socket is in CLOSE state: the peer reset it, so nothing we sent will ever be read.
 
@@ -213,23 +247,33 @@ class TcpConn:
         return data == b""
 
     def send_fragments(
-        self, fragments: Sequence[bytes], deadline: float, *, wait_read: bool = True, delay: float = 0.0
+        self,
+        fragments: Sequence[bytes],
+        deadline: float,
+        *,
+        wait_read: bool = True,
+        delay: float = 0.0,
+        wait_last: bool = False,
     ) -> bool:
-        """Send fragments one at a time; each leaves only once the peer has read the previous one."""
+        """Send fragments one at a time; each leaves only once the peer has read the previous one.
+
+        With ``wait_last``, also wait until the peer has read the last one.
+        """
         for i, fragment in enumerate(fragments):
             if not self.send(fragment, deadline):
                 return False
             last = i == len(fragments) - 1
-            if last:
-                break
-            if wait_read:
+            if wait_read and (wait_last or not last):
                 if not self.wait_peer_read(deadline):
                     unread = self.peer_unread()
                     raise CheckFailed(
                         f"the peer did not read fragment {i + 1} of {len(fragments)} "
                         f"({unread} bytes still unread in its socket) before the deadline"
                     )
-                self.transcript.note(f"peer has read fragment {i + 1}; sending the next", self.label)
+                if not last:
+                    self.transcript.note(f"peer has read fragment {i + 1}; sending the next", self.label)
+            if last:
+                break
             if delay > 0:
                 time.sleep(min(delay, remaining(deadline)))  # a deliberate protocol delay (dribbling)
         return True
@@ -301,14 +345,26 @@ class TcpConn:
                 raise HarnessError(f"shutdown failed: {exc}") from exc
         self.transcript.note("half-closed: shut down our writing side (FIN sent)", self.label)
 
-    def reset(self) -> None:
-        """Close abruptly: SO_LINGER with a zero timeout makes close() send RST."""
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    def reset(self, deadline: float) -> None:
+        """Close abruptly: SO_LINGER with a zero timeout makes close() send RST.
+
+        First wait (until the deadline) for the peer's kernel to acknowledge what we sent, FIN included, so
+        the RST never overtakes our own data: which error the submission then sees (EPIPE after a FIN,
+        ECONNRESET without) does not depend on timing.
+        """
+        if not self.closed and not self.wait_acked(deadline):
+            self.transcript.note(f"{self.unacked()} bytes still unacknowledged when resetting", self.label)
+        if not self.closed:
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         self.close(note="closed abruptly with RST (SO_LINGER 0)")
 
     def close(self, note: str = "closed the connection") -> None:
         if not self.closed:
             self.closed = True
+            try:
+                self.peer_inode_at_close = self.peer_inode()
+            except (OSError, ValueError):
+                self.peer_inode_at_close = 0
             self.sock.close()
             self.transcript.note(note, self.label)
 

@@ -19,6 +19,7 @@ from grader.steps.common import NAME, PAYLOAD_PROPS, SECONDS, check_payload, obj
 from grader.steps.registry import LoadContext, step
 
 POLL_S = 0.005
+WAIT_CLOSED_S = 5.0
 STDIN_PROPS = {f"stdin_{k}": v for k, v in PAYLOAD_PROPS.items()}
 
 
@@ -35,6 +36,46 @@ def expect_alive(ctx: CheckContext, st: Step) -> None:
     if status is not None:
         hint = SIGPIPE_HINT if sup.proc is not None and sup.proc.poll() == -13 else ""
         raise CheckFailed(f"expected the server to keep running, but it {status}", hint=hint)
+
+
+@step(
+    "wait_closed",
+    group="process",
+    summary=(
+        "Wait until the submission has closed its socket of a connection (gone from its process tree's open "
+        "files in /proc), or has ended, or timeout seconds (default 5) have passed. It judges nothing: put it "
+        "after a reset or close and before expect_alive or expect_sockets, so their verdict never depends on "
+        "how soon the submission gets round to that connection."
+    ),
+    schema=obj({"conn": NAME, "timeout": SECONDS}),
+    example="- wait_closed: {conn: rude}",
+)
+def wait_closed(ctx: CheckContext, st: Step) -> None:
+    conn = ctx.conn(st.args.str("conn", "c"))
+    proc = ctx.observed()
+    deadline = ctx.step_deadline(st.args.float("timeout", WAIT_CLOSED_S))
+    inode = conn.peer_inode_at_close
+    while True:
+        if proc is None or not proc.alive():
+            ctx.transcript.note("the submission has ended", conn.label)
+            return
+        if not inode:
+            found = conn.peer_socket()
+            if found is None:  # reset or closed before the program accepted it: nothing of it to follow
+                ctx.transcript.note("the submission never accepted this connection", conn.label)
+                return
+            inode = found[1]
+        if inode and inode not in procfs.socket_inodes(procfs.process_tree(proc.pid)):
+            sup = ctx.shared.supervisor
+            if sup is not None and sup.proc is proc and sup.died() is not None:
+                ctx.transcript.note("the submission has ended", conn.label)  # its sockets closed as it died
+            else:
+                ctx.transcript.note("the submission has closed its socket of this connection", conn.label)
+            return
+        if time.monotonic() > deadline:
+            ctx.transcript.note("the submission still holds its socket of this connection", conn.label)
+            return
+        time.sleep(POLL_S)
 
 
 @step(

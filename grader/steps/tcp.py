@@ -27,6 +27,7 @@ from grader.steps.common import (
 from grader.steps.registry import LoadContext, step
 
 CONN = {"conn": NAME}
+RESET_ACK_S = 2.0  # how long reset waits for the peer's kernel to acknowledge what was sent
 EXPR_NAMES = ("now", "now_1900")
 
 
@@ -80,6 +81,10 @@ def _check_send(args: Args, load: LoadContext) -> None:
             **PAYLOAD_PROPS,
             "split": {"type": "array", "items": SPLIT_ITEM},
             "delay": {"type": "number", "minimum": 0, "maximum": 5},
+            "wait_read": {
+                "type": "boolean",
+                "description": "also wait until the submission has read the last fragment (fails if it does not)",
+            },
             "timeout": SECONDS,
         }
     ),
@@ -92,7 +97,7 @@ def send(ctx: CheckContext, st: Step) -> None:
     data = payload(a, ctx.shared.spec.directory, ctx.rng) or b""
     cuts = split_points(data, a.get("split", ()))
     deadline = ctx.step_deadline(a.get("timeout"))
-    conn.send_fragments(fragments(data, cuts), deadline, delay=a.float("delay", 0.0))
+    conn.send_fragments(fragments(data, cuts), deadline, delay=a.float("delay", 0.0), wait_last=a.bool("wait_read"))
     ctx.values[f"sent:{a.str('conn', 'c')}"] = ctx.values.get(f"sent:{a.str('conn', 'c')}", b"") + data
 
 
@@ -110,12 +115,16 @@ def shutdown_write(ctx: CheckContext, st: Step) -> None:
 @step(
     "reset",
     group="tcp client",
-    summary="Close abruptly with RST (SO_LINGER 0): the submission's next send or recv fails.",
-    schema=obj(CONN),
+    summary=(
+        "Close abruptly with RST (SO_LINGER 0): the submission's next send or recv fails. The RST leaves once "
+        "the submission's kernel has acknowledged everything sent before it, a FIN from shutdown_write "
+        "included (at most timeout seconds, default 2), so the error the submission sees never depends on timing."
+    ),
+    schema=obj({**CONN, "timeout": SECONDS}),
     example="- reset: {}",
 )
 def reset(ctx: CheckContext, st: Step) -> None:
-    conn_of(ctx, st.args).reset()
+    conn_of(ctx, st.args).reset(ctx.step_deadline(st.args.float("timeout", RESET_ACK_S)))
 
 
 @step(
