@@ -79,6 +79,44 @@ def test_bad_spec_names_file_line_and_key(tmp_path: Path, change: tuple[str, str
     assert "\n" not in text
 
 
+CLIENT = """\
+lab: demo
+title: Demo
+submission:
+  run: ./client {url} {outfile}
+  ready: none
+checks:
+  - id: one
+    title: One
+    category: robustness
+    steps:
+      - START
+      - expect_exit: {nonzero: true}
+"""
+
+
+@pytest.mark.parametrize(
+    ("start", "words"),
+    [
+        ("start: {refused: true, unknown_host: true}", ["at most one of listener, refused, unknown_host"]),
+        ("start: {network: none}", ["network: none cuts the client off", "unknown_host or a url"]),
+        ("start: {network: host}", ["network", "none"]),
+        ("start: {}", ["no listener named 'srv'"]),
+    ],
+)
+def test_bad_start_step(tmp_path: Path, start: str, words: list[str]) -> None:
+    text = str(error_of(tmp_path, CLIENT.replace("START", start)))
+    assert text.startswith(f"{tmp_path / 'spec.yaml'}:11: "), text
+    for w in words:
+        assert w in text, text
+
+
+def test_good_start_steps(tmp_path: Path) -> None:
+    for start in ("start: {unknown_host: true}", "start: {network: none, url: 'http://127.0.0.1:9/'}",
+                  "start: {refused: true}"):
+        assert load_spec(write(tmp_path, CLIENT.replace("START", start))).checks[0].steps[0].kind == "start"
+
+
 def test_duplicate_ids(tmp_path: Path) -> None:
     check = GOOD.split("checks:\n")[1]
     err = error_of(tmp_path, GOOD + check)

@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 from progs import CLIENT_PRELUDE, py_prog, run_grade, write_spec
 
+from grader.driver import netns
+
 pytestmark = pytest.mark.usefixtures("no_leftover_processes", "direct_python")
 
 PAGE = b"<html><body>a page of moderate length, long enough to be cut in pieces</body></html>\n"
@@ -19,7 +21,9 @@ HTTP_CLIENT = """
 def main():
     url, outfile = sys.argv[1], sys.argv[2]
     hostport, _, path = url[len("http://"):].partition("/")
-    host, _, port = hostport.rpartition(":")
+    host, colon, port = hostport.rpartition(":")
+    if not colon:
+        host, port = hostport, "80"
     try:
         s = socket.create_connection((host, int(port)))
     except OSError as e:
@@ -197,14 +201,14 @@ def test_respond_keeping_the_connection_open(tmp_path: Path) -> None:
             - accept: {timeout: 3}
             - expect_request: {timeout: 3}
             - respond: {status: 200, body_file: files/page.html, close: false}
-            - expect_exit: {code: 0, timeout: 0.5}
+            - expect_exit: {code: 0, timeout: 3}
             - expect_stdout: {file: files/page.html}
         """)
     g = run_grade(spec, http_client(tmp_path / "good", USE_CONTENT_LENGTH=True))
     assert g.outcomes == {"keep-open": "passed"}, g.explain()
     g = run_grade(spec, http_client(tmp_path / "bad"))
     assert g.outcomes == {"keep-open": "failed"}, g.explain()
-    assert g.messages["keep-open"] == "expected the program to exit, but it was still running after 0.5s"
+    assert g.messages["keep-open"] == "expected the program to exit, but it was still running after 3s"
     assert "killed it" in g.result.checks[0].transcript
 
 
@@ -319,6 +323,59 @@ def test_start_refused_a_client_that_hides_it_fails(tmp_path: Path) -> None:
     g = run_grade(client_spec(tmp_path, REFUSED_SPEC), http_client(tmp_path / "sub", SILENT_ERRORS=True))
     assert g.outcomes == {"refused": "failed"}, g.explain()
     assert g.messages["refused"] == "expected a non-zero exit status (failure), got 0"
+
+
+# -- start unknown_host and network: none ------------------------------------------------------------------
+
+UNKNOWN_HOST_SPEC = """
+- id: unknown
+  category: robustness
+  steps:
+    - start: {unknown_host: true, url_path: /x}
+    - expect_exit: {nonzero: true, timeout: 5}
+    - expect_stderr: {nonempty: true}
+"""
+
+
+def test_start_unknown_host_a_client_that_reports_it_passes(tmp_path: Path) -> None:
+    g = run_grade(client_spec(tmp_path, UNKNOWN_HOST_SPEC), http_client(tmp_path / "sub"))
+    assert g.outcomes == {"unknown": "passed"}, g.explain()
+
+
+def test_start_unknown_host_a_client_that_hides_it_fails(tmp_path: Path) -> None:
+    g = run_grade(client_spec(tmp_path, UNKNOWN_HOST_SPEC), http_client(tmp_path / "sub", SILENT_ERRORS=True))
+    assert g.outcomes == {"unknown": "failed"}, g.explain()
+    assert g.messages["unknown"] == "expected a non-zero exit status (failure), got 0"
+    assert "no-such-host.invalid" in g.result.checks[0].transcript
+
+
+def test_network_none_leaves_the_client_only_a_loopback_interface(tmp_path: Path) -> None:
+    # In its own network namespace the client sees one interface, lo, and cannot reach even the harness.
+    spec = client_spec(tmp_path, """
+        - id: isolated
+          steps:
+            - start: {network: none, url: "http://127.0.0.1:9/"}
+            - expect_exit: {code: 0, timeout: 5}
+            - expect_stdout: {regex: "^\\\\[\\\\(1, 'lo'\\\\)\\\\] unreachable\\\\n$"}
+        """)
+    sub = py_prog(tmp_path / "sub", """
+        try:
+            socket.create_connection(("127.0.0.1", 9), timeout=2)
+            verdict = "reachable"
+        except OSError:
+            verdict = "unreachable"
+        print(socket.if_nameindex(), verdict)
+        """, prelude=CLIENT_PRELUDE)
+    g = run_grade(spec, sub)
+    assert g.outcomes == {"isolated": "passed"}, g.explain()
+
+
+def test_already_isolated_reads_the_interfaces(tmp_path: Path) -> None:
+    (tmp_path / "lo").mkdir()
+    assert netns.already_isolated(str(tmp_path))
+    (tmp_path / "eth0").mkdir()
+    assert not netns.already_isolated(str(tmp_path))
+    assert not netns.already_isolated(str(tmp_path / "missing"))
 
 
 # -- echo_serve ----------------------------------------------------------------------------------------------

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import os
+import tempfile
 import textwrap
 from pathlib import Path
 
+import pytest
+
 from grader.driver import procfs
+from grader.driver.backend import copy_submission
 from grader.engine.runner import Options, grade
+from grader.errors import SubmissionError
 from grader.spec.loader import load_spec
 
 SPEC = """\
@@ -144,6 +149,30 @@ def test_submission_folder_is_not_written(tmp_path: Path) -> None:
     result = grade(load_spec(spec), sub, Options(seed=1))
     assert result.status == "graded"
     assert sorted(p.name for p in sub.iterdir()) == before
+
+
+def test_submission_folder_holding_the_graders_own_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # `grader check lab /tmp` (or a TMPDIR inside the submission): the working folder is left out of the
+    # copy, not copied into itself without end.
+    spec, sub = setup(tmp_path)
+    scratch = sub / "scratch"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    result = grade(load_spec(spec), sub, Options(seed=1))
+    assert result.status == "graded"
+    assert [c.outcome for c in result.checks] == ["passed", "passed"]
+
+
+def test_a_huge_submission_folder_is_refused(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "small").write_bytes(b"x" * 10)
+    (src / "big").write_bytes(b"x" * 100)
+    with pytest.raises(SubmissionError, match="holds more than 0 MiB of files: is it the right folder"):
+        copy_submission(src, tmp_path / "dst", skip=tmp_path / "work", limit=50)
+    assert not (tmp_path / "dst").exists()
+    copy_submission(src, tmp_path / "dst", skip=tmp_path / "work", limit=200)
+    assert sorted(p.name for p in (tmp_path / "dst").iterdir()) == ["big", "small"]
 
 
 def test_missing_htons_is_found_on_swapped_port(tmp_path: Path) -> None:

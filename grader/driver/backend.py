@@ -17,6 +17,45 @@ from grader.errors import SubmissionError
 _DROP_ENV = ("LD_PRELOAD", "PYTHONSTARTUP", "PYTHONPATH", "VIRTUAL_ENV")
 
 
+MAX_SUBMISSION_BYTES = 256 * 1024 * 1024  # a submission folder larger than this is not a submission
+_SKIP = shutil.ignore_patterns(".git", "__pycache__")
+
+
+class _TooBig(Exception):
+    pass
+
+
+def copy_submission(src: Path, dst: Path, skip: Path, limit: int = MAX_SUBMISSION_BYTES) -> None:
+    """Copy the submission folder ``src`` to ``dst`` (symlinks as links), leaving out .git, __pycache__ and
+    ``skip`` (the grader's own working folder, should it lie inside ``src``); SubmissionError when it cannot,
+    or when the files add up to more than ``limit`` bytes (the wrong folder was given, such as a home)."""
+    skip = skip.resolve()
+    copied = 0
+
+    def ignore(folder: str, names: list[str]) -> set[str]:
+        left_out = set(_SKIP(folder, names))
+        left_out.update(n for n in names if Path(folder, n).resolve() == skip)
+        return left_out
+
+    def copy(source: str, target: str) -> object:
+        nonlocal copied
+        copied += os.lstat(source).st_size
+        if copied > limit:
+            raise _TooBig
+        return shutil.copy2(source, target)
+
+    try:
+        shutil.copytree(src, dst, symlinks=True, ignore=ignore, copy_function=copy)
+    except _TooBig:
+        shutil.rmtree(dst, ignore_errors=True)
+        raise SubmissionError(
+            f"the submission folder {src} holds more than {limit // (1024 * 1024)} MiB of files: "
+            "is it the right folder?"
+        ) from None
+    except (OSError, shutil.Error) as exc:
+        raise SubmissionError(f"cannot copy the submission {src}: {exc}") from exc
+
+
 class LocalBackend:
     """Build and run a submission on this machine; the harness reaches it at 127.0.0.1."""
 
@@ -29,11 +68,7 @@ class LocalBackend:
         # Build and run in a private copy: the student's folder is never written to, and the same
         # submission can be graded several times at once.
         self.submission_dir = workdir / "submission"
-        try:
-            shutil.copytree(self.original, self.submission_dir, symlinks=True,
-                            ignore=shutil.ignore_patterns(".git", "__pycache__"))
-        except (OSError, shutil.Error) as exc:
-            raise SubmissionError(f"cannot copy the submission {self.original}: {exc}") from exc
+        copy_submission(self.original, self.submission_dir, skip=workdir)
 
     def env(self, extra: Mapping[str, str] | None = None) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if k not in _DROP_ENV}

@@ -18,6 +18,7 @@ from grader.engine.context import CheckContext, Shared
 from grader.engine.supervisor import Supervisor
 from grader.engine.transcript import Transcript
 from grader.errors import CheckFailed, GraderError, HarnessError, SubmissionError, UsageError
+from grader.judge.show import show
 from grader.report.model import CheckResult, RunResult
 from grader.spec.model import Check, Spec
 from grader.steps.flow import run_steps
@@ -196,6 +197,9 @@ def run_check(
             err = shared.client.output("stderr", 800).strip()
             if outcome != "passed" and err:
                 transcript.note(err, "client stderr")
+            out = shared.client.stdout.value()
+            if outcome != "passed" and out:
+                transcript.note(show(out, 400), "client stdout")
     if supervisor is not None and supervisor.proc is not None and outcome != "error":
         died = supervisor.died()
         if died is not None:

@@ -218,7 +218,9 @@ _USES_LISTENER = {"accept": "srv", "start": "srv"}
 def _check_names(steps: tuple[Step, ...], conns: set[str], listeners: set[str]) -> None:
     """Every connection or listener a step uses was opened by an earlier step of the same branch."""
     for st in steps:
-        if st.kind in _USES_LISTENER and not (st.kind == "start" and ("refused" in st.args or "url" in st.args)):
+        if st.kind in _USES_LISTENER and not (
+            st.kind == "start" and any(k in st.args for k in ("refused", "url", "unknown_host", "network"))
+        ):
             lname = st.args.str("listener", _USES_LISTENER[st.kind])
             if lname not in listeners:
                 raise SpecError(st.where, f"{st.kind}: no listener named {lname!r} was opened by an earlier "

@@ -6,7 +6,7 @@ import re
 import time
 from pathlib import Path
 
-from grader.driver import procfs
+from grader.driver import netns, procfs
 from grader.driver.net import free_port
 from grader.driver.preload import PreloadBuildError, ShortIO, build_preload
 from grader.driver.process import DATA_CAP, SIGPIPE_HINT, Proc
@@ -151,6 +151,17 @@ def restart(ctx: CheckContext, st: Step) -> None:
 
 def _check_start(args: Args, load: LoadContext) -> None:
     check_payload(args, load, required=False, prefix="stdin_")
+    targets = [k for k in ("listener", "refused", "unknown_host") if k in args]
+    if len(targets) > 1:
+        raise SpecError(args.where, f"give at most one of listener, refused, unknown_host; got {targets}")
+    if args.get("network") == "none" and "unknown_host" not in args and "url" not in args:
+        raise SpecError(
+            args.where,
+            "network: none cuts the client off from the harness's listener: give unknown_host or a url",
+        )
+
+
+UNKNOWN_HOST = "no-such-host.invalid"  # RFC 6761: .invalid never resolves
 
 
 @step(
@@ -158,8 +169,11 @@ def _check_start(args: Args, load: LoadContext) -> None:
     group="client program",
     summary=(
         "Start the client submission with the run template. {host} {port} {url} point at a harness listener "
-        "(listener: srv) with url_path, or at a port where nothing listens (refused: true); {outfile} is a "
-        "fresh file path. Standard input comes from stdin_text, stdin_hex, stdin_file or stdin_size."
+        "(listener: srv) with url_path, at a port where nothing listens (refused: true), or at a host name "
+        "that never resolves (unknown_host: true, " + UNKNOWN_HOST + " port 80). {outfile} is a fresh file "
+        "path. Standard input comes from stdin_text, stdin_hex, stdin_file or stdin_size. network: none runs "
+        "the client in its own network namespace with no way off the machine (implied by unknown_host, so "
+        "its DNS lookup fails at once and never leaves the machine)."
     ),
     schema=obj(
         {
@@ -167,6 +181,8 @@ def _check_start(args: Args, load: LoadContext) -> None:
             "url_path": {"type": "string", "pattern": "^/"},
             "url": {"type": "string"},
             "refused": {"const": True},
+            "unknown_host": {"const": True},
+            "network": {"enum": ["none"]},
             **STDIN_PROPS,
         }
     ),
@@ -176,14 +192,22 @@ def _check_start(args: Args, load: LoadContext) -> None:
 def start(ctx: CheckContext, st: Step) -> None:
     a = st.args
     values = dict(ctx.values.get("placeholders", {}))
+    isolated = a.get("network") == "none" or a.bool("unknown_host")
     if a.bool("refused"):
         host, port = ctx.host, free_port(ctx.host, avoid_swapped=False)
+    elif a.bool("unknown_host"):
+        host, port = UNKNOWN_HOST, 80
+    elif isolated:
+        host, port = ctx.host, 80  # cut off from every listener: only the spec's url means anything
     else:
         lst = ctx.listener(a.str("listener", "srv"))
         host, port = lst.host, lst.port
     hostpart = f"[{host}]" if ":" in host else host
     values.update(host=host, port=str(port))
-    url = a.str("url") or f"http://{hostpart}:{port}{a.str('url_path', '/')}"
+    default_url = f"http://{hostpart}{a.str('url_path', '/')}" if port == 80 else (
+        f"http://{hostpart}:{port}{a.str('url_path', '/')}"
+    )
+    url = a.str("url") or default_url
     values["url"] = url.format_map(values)
     outfile = ctx.shared.workdir / f"out-{ctx.shared.check.id}"
     outfile.unlink(missing_ok=True)
@@ -191,6 +215,7 @@ def start(ctx: CheckContext, st: Step) -> None:
     ctx.values["outfile"] = outfile
     ctx.values["placeholders"] = values
     argv = fill(ctx.shared.run_template, values)
+    prefix = netns.isolated_prefix() if isolated else []
     stdin = payload(a, ctx.shared.spec.directory, ctx.rng, prefix="stdin_")
     ctx.values["stdin"] = stdin or b""
     env: dict[str, str] = {}
@@ -203,12 +228,13 @@ def start(ctx: CheckContext, st: Step) -> None:
         env = ShortIO(ctx.shared.seed, sio.max_chunk, sio.eintr, sio.writes, sio.reads).env(lib)
     ctx.transcript.note(
         f"started: {' '.join(argv)}"
+        + (" in a network namespace of its own (no network)" if isolated else "")
         + (f" with {len(stdin)} bytes on stdin" if stdin else "")
         + (f"; short reads/writes of at most {sio.max_chunk} bytes (seed {ctx.shared.seed})" if sio else "")
     )
     try:
         ctx.shared.client = ctx.shared.backend.start(
-            argv, env, stdin=stdin if stdin is not None else b"", label="client", stdout_cap=DATA_CAP
+            prefix + argv, env, stdin=stdin if stdin is not None else b"", label="client", stdout_cap=DATA_CAP
         )
     except SubmissionError as exc:
         raise CheckFailed(str(exc)) from None
