@@ -50,7 +50,10 @@ def _probe() -> tuple[list[str] | None, str]:
         if done.returncode == 0:
             return [*prefix, "--"], ""
         why = done.stderr.strip() or f"exit status {done.returncode}"
-    return None, f"cannot create a network namespace ({why}); run as root, or enable unprivileged user namespaces"
+    return None, (
+        f"cannot create a network namespace ({why}): run the grader as root, enable unprivileged user "
+        "namespaces, or run it in a container started with --network none"
+    )
 
 
 def isolated_prefix() -> list[str]:
