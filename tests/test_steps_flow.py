@@ -10,6 +10,9 @@ from pathlib import Path
 import pytest
 from progs import CLIENT_PRELUDE, py_prog, run_grade, write_spec
 
+from grader.errors import SpecError
+from grader.spec.loader import load_spec
+
 pytestmark = pytest.mark.usefixtures("no_leftover_processes", "direct_python")
 
 # -- parallel ------------------------------------------------------------------------------------------------
@@ -53,6 +56,57 @@ def test_parallel_fails_an_iterative_server(tmp_path: Path) -> None:
     assert re.fullmatch(r"[12] of 4 concurrent clients failed; client [1-4]: expected 3 bytes, got 0: nothing more "
                         r"arrived before the deadline; received \(nothing\)", msg), msg
     assert g.result.checks[0].duration_s < 4
+
+
+# Each client sends half a line and the rest only once every client's half has been read: a server that
+# reads one client at a time never reads the second half-line, however fast or slow the machine.
+BARRIER_SPEC = """
+- id: halves
+  category: concurrency
+  timeout: 8
+  steps:
+    - parallel:
+        count: 4
+        steps:
+          - connect: {}
+          - send: {text: "half a ", wait_read: true, timeout: 2}
+          - barrier: {timeout: 3}
+          - send: {text: "line\\n"}
+          - expect_bytes: {text: "half a line\\n", timeout: 3}
+"""
+
+LINE_ECHO = """
+def handler(conn):
+    with conn:
+        conn.sendall(recv_line(conn))
+
+SERVE(handler)
+"""
+
+
+def test_barrier_passes_a_threaded_server(tmp_path: Path) -> None:
+    g = run_grade(write_spec(tmp_path, BARRIER_SPEC), py_prog(tmp_path / "sub", "SERVE = serve_threaded\n" +
+                                                              LINE_ECHO))
+    assert g.outcomes == {"halves": "passed"}, g.explain()
+
+
+def test_barrier_fails_an_iterative_server_with_the_real_failure(tmp_path: Path) -> None:
+    g = run_grade(write_spec(tmp_path, BARRIER_SPEC), py_prog(tmp_path / "sub", "SERVE = serve_iterative\n" +
+                                                              LINE_ECHO))
+    assert g.outcomes == {"halves": "failed"}, g.explain()
+    msg = g.messages["halves"]
+    # Three clients are never read; the one being served gave up at the barrier, which is not reported first.
+    assert re.fullmatch(r"3 of 4 concurrent clients failed; client [1-4]: the peer did not read the 7 bytes sent "
+                        r"\(7 bytes still unread in its socket\) before the deadline", msg), msg
+
+
+def test_barrier_outside_parallel_is_a_spec_error(tmp_path: Path) -> None:
+    with pytest.raises(SpecError, match=r"spec.yaml:\d+: barrier: only the steps of a parallel step"):
+        load_spec(write_spec(tmp_path, """
+            - id: lonely
+              steps:
+                - barrier: {}
+            """))
 
 
 def test_parallel_branches_have_their_own_connections(tmp_path: Path) -> None:

@@ -212,7 +212,7 @@ def test_send_wait_read_fails_when_the_server_never_reads(tmp_path: Path) -> Non
     """)
     g = run_grade(spec, sub)
     assert g.outcomes == {"unread": "failed"}, g.explain()
-    assert g.messages["unread"] == "the peer did not read fragment 1 of 1 (6 bytes still unread in its socket) " \
+    assert g.messages["unread"] == "the peer did not read the 6 bytes sent (6 bytes still unread in its socket) " \
         "before the deadline", g.explain()
 
 

@@ -266,9 +266,12 @@ class TcpConn:
             if wait_read and (wait_last or not last):
                 if not self.wait_peer_read(deadline):
                     unread = self.peer_unread()
+                    what = f"fragment {i + 1} of {len(fragments)}" if len(fragments) > 1 else (
+                        f"the {len(fragment)} bytes sent"
+                    )
                     raise CheckFailed(
-                        f"the peer did not read fragment {i + 1} of {len(fragments)} "
-                        f"({unread} bytes still unread in its socket) before the deadline"
+                        f"the peer did not read {what} ({unread} bytes still unread in its socket) before the "
+                        "deadline"
                     )
                 if not last:
                     self.transcript.note(f"peer has read fragment {i + 1}; sending the next", self.label)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -47,6 +48,7 @@ class CheckContext:
         self.listeners: dict[str, Listener] = {}
         self.udps: dict[str, UdpSock] = {}
         self.values: dict[str, Any] = {}
+        self.group: threading.Barrier | None = None  # the branches of the parallel step this context runs in
 
     # -- shared state --------------------------------------------------------------------------------
     @property
@@ -125,8 +127,9 @@ class CheckContext:
         return f" (the {proc.label} {proc.status_text()})"
 
     @contextmanager
-    def branch(self, index: int) -> Iterator[CheckContext]:
+    def branch(self, index: int, group: threading.Barrier | None = None) -> Iterator[CheckContext]:
         child = CheckContext(self.shared, f"{self.prefix}#{index}.", branch=index)
+        child.group = group
         try:
             yield child
         finally:

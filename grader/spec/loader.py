@@ -151,6 +151,7 @@ def _build(data: yamlpos.PosDict, path: Path) -> Spec:
         seen[cid] = where
         steps = tuple(_step(s, line, name, load_ctx) for s, line in zip(raw["steps"], raw["steps"].lines, strict=True))
         _check_names(steps, set(), set())
+        _check_barriers(steps, inside_parallel=False)
         sio = raw.get("short_io")
         checks.append(
             Check(
@@ -213,6 +214,15 @@ def _step(raw: yamlpos.PosDict, line: int, file: str, load_ctx: LoadContext) -> 
 _OPENS_CONN = {"connect": "c", "accept": "c"}
 _OPENS_LISTENER = {"listen": "srv"}
 _USES_LISTENER = {"accept": "srv", "start": "srv"}
+
+
+def _check_barriers(steps: tuple[Step, ...], inside_parallel: bool) -> None:
+    """A barrier step stands only among the steps of a parallel step (whose branches it lines up)."""
+    for st in steps:
+        if st.kind == "barrier" and not inside_parallel:
+            raise SpecError(st.where, "barrier: only the steps of a parallel step can wait for each other")
+        if st.nested:
+            _check_barriers(st.nested, inside_parallel=st.kind == "parallel")
 
 
 def _check_names(steps: tuple[Step, ...], conns: set[str], listeners: set[str]) -> None:

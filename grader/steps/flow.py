@@ -43,14 +43,15 @@ def parallel(ctx: CheckContext, st: Step) -> None:
     count = st.args.int("count")
     errors: list[tuple[int, BaseException]] = []
     lock = threading.Lock()
-    barrier = threading.Barrier(count)
+    group = threading.Barrier(count)  # all branches start together, and meet again at each barrier step
 
     def branch(i: int) -> None:
-        with ctx.branch(i) as sub:
+        with ctx.branch(i, group) as sub:
             try:
-                barrier.wait(timeout=max(0.1, ctx.deadline - time.monotonic()))
+                group.wait(timeout=max(0.1, ctx.deadline - time.monotonic()))
                 run_steps(sub, st.nested)
             except BaseException as exc:  # collected and re-raised in the main thread
+                group.abort()  # no branch waits at a barrier for this one
                 with lock:
                     errors.append((i, exc))
 
@@ -62,9 +63,10 @@ def parallel(ctx: CheckContext, st: Step) -> None:
     if any(t.is_alive() for t in threads):
         raise HarnessError("a parallel branch did not finish after the check's deadline")
     if errors:
-        errors.sort(key=lambda e: e[0])
+        # A branch's own failure comes before the barrier it broke for the others.
+        errors.sort(key=lambda e: (isinstance(e[1], GroupBroken), e[0]))
         i, exc = errors[0]
-        failed = [n for n, e in errors if isinstance(e, CheckFailed)]
+        failed = [n for n, e in errors if isinstance(e, CheckFailed) and not isinstance(e, GroupBroken)]
         if isinstance(exc, CheckFailed):
             raise CheckFailed(
                 f"{len(failed)} of {count} concurrent clients failed; client {i}: {exc.message}",
@@ -72,6 +74,31 @@ def parallel(ctx: CheckContext, st: Step) -> None:
                 hint=exc.hint,
             )
         raise exc
+
+
+class GroupBroken(CheckFailed):
+    """A barrier step gave up because another branch of the group failed first."""
+
+
+@step(
+    "barrier",
+    group="flow",
+    summary=(
+        "Inside parallel: wait until every branch has reached this step, so that, say, all clients have "
+        "sent half a request before any sends the rest. A branch that fails releases the others."
+    ),
+    schema=obj({"timeout": SECONDS}),
+    example="- parallel:\n    count: 8\n    steps:\n      - connect: {}\n"
+    '      - send: {text: "GET / HTTP/1.0\\r\\n", wait_read: true, timeout: 5}\n      - barrier: {}\n'
+    '      - send: {text: "\\r\\n"}\n      - expect_http: {status: 200}',
+)
+def barrier(ctx: CheckContext, st: Step) -> None:
+    if ctx.group is None:
+        raise SpecError(st.where, "barrier is only meaningful inside the steps of a parallel step")
+    try:
+        ctx.group.wait(timeout=max(0.01, ctx.step_deadline(st.args.get("timeout")) - time.monotonic()))
+    except threading.BrokenBarrierError:
+        raise GroupBroken("another client of the group failed, or did not reach this point in time") from None
 
 
 @step(
