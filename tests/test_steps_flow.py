@@ -100,6 +100,25 @@ def test_barrier_fails_an_iterative_server_with_the_real_failure(tmp_path: Path)
                         r"\(7 bytes still unread in its socket\) before the deadline", msg), msg
 
 
+def test_a_branch_failing_at_once_is_a_failure_never_an_error(tmp_path: Path) -> None:
+    # The first branch to fail releases the others from any barrier step; that must never reach a branch
+    # still waking from the common start. It once did, in one grading in ten or twenty of this very check:
+    # "internal error: BrokenBarrierError".
+    spec = write_spec(tmp_path, """
+        - id: wrong-at-once
+          steps:
+            - parallel:
+                count: 8
+                steps:
+                  - connect: {}
+                  - expect_bytes: {text: "time", timeout: 3}
+        """)
+    sub = py_prog(tmp_path / "sub", "serve_threaded(lambda conn: (conn.sendall(b'\\0\\0\\0\\1'), conn.close()))\n")
+    for seed in range(1, 41):
+        g = run_grade(spec, sub, seed=seed)
+        assert g.outcomes == {"wrong-at-once": "failed"}, g.explain()
+
+
 def test_barrier_outside_parallel_is_a_spec_error(tmp_path: Path) -> None:
     with pytest.raises(SpecError, match=r"spec.yaml:\d+: barrier: only the steps of a parallel step"):
         load_spec(write_spec(tmp_path, """

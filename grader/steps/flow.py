@@ -43,12 +43,16 @@ def parallel(ctx: CheckContext, st: Step) -> None:
     count = st.args.int("count")
     errors: list[tuple[int, BaseException]] = []
     lock = threading.Lock()
-    group = threading.Barrier(count)  # all branches start together, and meet again at each barrier step
+    start = threading.Barrier(count)  # all branches start together
+    group = threading.Barrier(count)  # and meet again at each barrier step
 
     def branch(i: int) -> None:
         with ctx.branch(i, group) as sub:
             try:
-                group.wait(timeout=max(0.1, ctx.deadline - time.monotonic()))
+                try:
+                    start.wait(timeout=max(0.1, ctx.deadline - time.monotonic()))
+                except threading.BrokenBarrierError:
+                    raise HarnessError(f"the {count} branches could not start before the check's deadline") from None
                 run_steps(sub, st.nested)
             except BaseException as exc:  # collected and re-raised in the main thread
                 group.abort()  # no branch waits at a barrier for this one
