@@ -428,3 +428,33 @@ def test_echo_serve(tmp_path: Path, read_stdin: str, shutdown: bool, outcome: st
     assert g.outcomes == {"echo": outcome}, g.explain()
     # (a note on how the client ended may follow, once it has exited)
     assert g.messages["echo"].startswith(expected) and (expected or not g.messages["echo"])
+
+
+def test_echo_serve_chunks_wait_for_a_half_closed_client_to_read(tmp_path: Path) -> None:
+    # The client half-closes, then takes its time before its one recv(). Its FIN says it will send nothing
+    # more, not that it reads nothing more: each chunk must still wait until the client has read the last,
+    # so the one recv() gets only the first chunk, every time (it once got them all when the FIN came first).
+    spec = write_spec(tmp_path, """
+        - id: chunked
+          category: partial-io
+          steps:
+            - listen: {}
+            - start: {stdin_text: "hello, echo\\nsecond line\\n"}
+            - accept: {timeout: 3}
+            - echo_serve: {chunk: 4, timeout: 5}
+            - expect_exit: {code: 0, timeout: 3}
+            - expect_stdout: {stdin_echo: true}
+        """, run="./prog {host} {port}", ready="none")
+    sub = py_prog(tmp_path / "sub", """
+        data = sys.stdin.buffer.read()
+        s = socket.create_connection((sys.argv[1], int(sys.argv[2])))
+        s.sendall(data)
+        s.shutdown(socket.SHUT_WR)
+        time.sleep(0.3)                                   # busy elsewhere: the FIN is long there
+        sys.stdout.buffer.write(s.recv(65536))            # the bug: one recv()
+        """, prelude=CLIENT_PRELUDE)
+    g = run_grade(spec, sub)
+    assert g.outcomes == {"chunked": "failed"}, g.explain()
+    assert g.messages["chunked"].startswith("standard output differs from what was expected: lengths 24 vs 4"), (
+        g.explain()
+    )

@@ -152,37 +152,36 @@ class TcpConn:
         entry = procfs.find_tcp(self.peer, self.local)
         return None if entry is None else entry.rx_queue
 
-    def peer_has_read_all(self) -> bool | None:
-        """Whether the peer's socket has received every byte we wrote and its program has read them all.
+    def peer_has_read_all(self) -> bool:
+        """Whether the peer's program has read every byte we wrote, or never will (its socket is closed).
 
         Asked of the kernel with sock_diag (the peer's tcp_info and receive queue): no waiting for a delayed
-        ACK. None when sock_diag is not available here.
+        ACK. Without sock_diag, from /proc/net/tcp and our unacknowledged count. A peer that has only
+        half-closed (shutdown SHUT_WR, its FIN seen here) can still read, so it is waited for like any other.
         """
-        if not sockdiag.available():
-            return None
-        progress = sockdiag.tcp_progress(self.peer, self.local)
-        if progress is None or progress.state in _GONE:
-            return True  # the peer's socket is gone (or only TIME_WAIT is left): nothing more will be read
-        if progress.inode == 0 and progress.state not in _NOT_YET_ACCEPTED:
-            return True  # orphaned: the program closed it
-        # (A connection still waiting in the accept queue also has inode 0; its counters are valid.)
-        return progress.bytes_received >= self.sent_bytes and progress.rqueue == 0
+        if sockdiag.available():
+            progress = sockdiag.tcp_progress(self.peer, self.local)
+            if progress is None or progress.state in _GONE:
+                return True  # the peer's socket is gone (or only TIME_WAIT is left): nothing more will be read
+            if progress.inode == 0 and progress.state not in _NOT_YET_ACCEPTED:
+                return True  # orphaned: the program closed it
+            # (A connection still waiting in the accept queue also has inode 0; its counters are valid.)
+            return progress.bytes_received >= self.sent_bytes and progress.rqueue == 0
+        entry = procfs.find_tcp(self.peer, self.local)
+        if entry is None or entry.state in _GONE:
+            return True
+        if entry.inode == 0 and entry.state not in _NOT_YET_ACCEPTED:
+            return True
+        try:
+            unacked = self.unacked()
+        except OSError:
+            return True
+        return unacked == 0 and entry.rx_queue == 0
 
     def wait_peer_read(self, deadline: float) -> bool:
         """Wait until the peer's program has read everything we sent. False if the deadline passed first."""
         while True:
-            read_all = self.peer_has_read_all()
-            if read_all:
-                return True
-            if read_all is None:  # no sock_diag: our bytes acknowledged and the peer's queue empty
-                try:
-                    unacked = self.unacked()
-                except OSError:
-                    return True
-                unread = self.peer_unread()
-                if unread is None or (unacked == 0 and unread == 0):
-                    return True  # read, or the peer's socket is gone (closed): nothing more will be read
-            if self.peer_has_closed() or self.reset_by_peer():
+            if self.peer_has_read_all() or self.reset_by_peer():
                 return True
             if remaining(deadline) <= 0:
                 return False
@@ -232,19 +231,6 @@ class TcpConn:
         except OSError:
             return True
         return info[0] == TCP_CLOSE
-
-    def peer_has_closed(self) -> bool:
-        """True when data or an end-of-stream from the peer is waiting (a peek, nothing consumed)."""
-        try:
-            data = self.sock.recv(1, socket.MSG_PEEK)
-        except BlockingIOError:
-            return False
-        except ConnectionResetError:
-            self.reset_seen = True  # the peek consumed the reset; a later recv() would only see an end of stream
-            return True
-        except OSError:
-            return True
-        return data == b""
 
     def send_fragments(
         self,
