@@ -152,31 +152,48 @@ class TcpConn:
         entry = procfs.find_tcp(self.peer, self.local)
         return None if entry is None else entry.rx_queue
 
-    def peer_has_read_all(self) -> bool:
-        """Whether the peer's program has read every byte we wrote, or never will (its socket is closed).
+    def _peer(self) -> tuple[int, int, bool] | None:
+        """The peer's socket as (state, inode, whether its program has read everything we sent), or None once it
+        is gone (or only TIME_WAIT is left).
 
         Asked of the kernel with sock_diag (the peer's tcp_info and receive queue): no waiting for a delayed
-        ACK. Without sock_diag, from /proc/net/tcp and our unacknowledged count. A peer that has only
-        half-closed (shutdown SHUT_WR, its FIN seen here) can still read, so it is waited for like any other.
+        ACK. Without sock_diag, from /proc/net/tcp and our unacknowledged count. The inode is 0 while the
+        connection waits in the accept queue, and once the program has closed its socket (orphaned).
         """
         if sockdiag.available():
             progress = sockdiag.tcp_progress(self.peer, self.local)
             if progress is None or progress.state in _GONE:
-                return True  # the peer's socket is gone (or only TIME_WAIT is left): nothing more will be read
-            if progress.inode == 0 and progress.state not in _NOT_YET_ACCEPTED:
-                return True  # orphaned: the program closed it
-            # (A connection still waiting in the accept queue also has inode 0; its counters are valid.)
-            return progress.bytes_received >= self.sent_bytes and progress.rqueue == 0
+                return None
+            read_all = progress.bytes_received >= self.sent_bytes and progress.rqueue == 0
+            return progress.state, progress.inode, read_all
         entry = procfs.find_tcp(self.peer, self.local)
         if entry is None or entry.state in _GONE:
-            return True
-        if entry.inode == 0 and entry.state not in _NOT_YET_ACCEPTED:
-            return True
+            return None
         try:
             unacked = self.unacked()
         except OSError:
-            return True
-        return unacked == 0 and entry.rx_queue == 0
+            return entry.state, entry.inode, True
+        return entry.state, entry.inode, unacked == 0 and entry.rx_queue == 0
+
+    def peer_socket(self) -> tuple[int, int] | None:
+        """The peer's socket for this connection as (state, inode), or None once it is gone (or TIME_WAIT)."""
+        found = self._peer()
+        return None if found is None else (found[0], found[1])
+
+    def peer_has_read_all(self) -> bool:
+        """Whether the peer's program has read every byte we wrote, or never will (its socket is closed).
+
+        A peer that has only half-closed (shutdown SHUT_WR, its FIN seen here) can still read, so it is waited
+        for like any other.
+        """
+        found = self._peer()
+        if found is None:
+            return True  # the peer's socket is gone: nothing more will be read
+        state, inode, read_all = found
+        if inode == 0 and state not in _NOT_YET_ACCEPTED:
+            return True  # orphaned: the program closed it
+        # (A connection still waiting in the accept queue also has inode 0; its counters are valid.)
+        return read_all
 
     def wait_peer_read(self, deadline: float) -> bool:
         """Wait until the peer's program has read everything we sent. False if the deadline passed first."""
@@ -186,24 +203,6 @@ class TcpConn:
             if remaining(deadline) <= 0:
                 return False
             time.sleep(POLL_S)
-
-    def peer_socket(self) -> tuple[int, int] | None:
-        """The peer's socket for this connection as (state, inode), or None once it is gone (or TIME_WAIT).
-
-        The inode is 0 while the connection waits in the accept queue: its program has not accepted it yet.
-        """
-        if sockdiag.available():
-            progress = sockdiag.tcp_progress(self.peer, self.local)
-            found = None if progress is None else (progress.state, progress.inode)
-        else:
-            entry = procfs.find_tcp(self.peer, self.local)
-            found = None if entry is None else (entry.state, entry.inode)
-        return None if found is None or found[0] in _GONE else found
-
-    def peer_inode(self) -> int:
-        """The inode of the peer's socket once its program has accepted the connection, else 0."""
-        found = self.peer_socket()
-        return 0 if found is None else found[1]
 
     def wait_acked(self, deadline: float) -> bool:
         """Wait until the peer's kernel has acknowledged every byte we sent (a FIN included).
@@ -351,9 +350,10 @@ class TcpConn:
         if not self.closed:
             self.closed = True
             try:
-                self.peer_inode_at_close = self.peer_inode()
+                found = self.peer_socket()
             except (OSError, ValueError):
-                self.peer_inode_at_close = 0
+                found = None
+            self.peer_inode_at_close = 0 if found is None else found[1]
             self.sock.close()
             self.transcript.note(note, self.label)
 
