@@ -16,15 +16,11 @@ RUN apt-get update \
 WORKDIR /opt/grader
 COPY pyproject.toml README.md ./
 COPY grader ./grader
-COPY specs ./specs
-COPY reference ./reference
-COPY fixtures ./fixtures
 # A virtual environment works on any base: the official python image and a Debian python3 alike.
 RUN python3 -m venv /opt/venv \
     && /opt/venv/bin/pip install --no-cache-dir -e . \
     && /opt/venv/bin/python -c "from grader.driver.preload import build_preload; print(build_preload())"
 
-ENV PATH=/opt/venv/bin:$PATH \
-    GRADER_SPECS_DIR=/opt/grader/specs
+ENV PATH=/opt/venv/bin:$PATH
 ENTRYPOINT ["grader"]
 CMD ["list"]

@@ -30,7 +30,7 @@ def bench(lab: str, runs: int) -> None:
     per_check: dict[str, list[float]] = {}
     for i in range(runs):
         t0 = time.perf_counter()
-        result = grade(spec, ROOT / "reference" / lab, Options(seed=i))
+        result = grade(spec, catalog.LABS_DIR / "reference" / lab, Options(seed=i))
         walls.append(time.perf_counter() - t0)
         bad = [c.id for c in result.checks if c.outcome != "passed"]
         if bad:

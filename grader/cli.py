@@ -88,7 +88,10 @@ def _dispatch(args: argparse.Namespace, out: Console) -> int:
             out.print(f"{spec.path}: ok ({len(spec.checks)} checks, {spec.max_score:g} points)")
         return EXIT_OK
     if args.command == "list":
-        for path in catalog.shipped():
+        paths = catalog.shipped()
+        if not paths:
+            raise UsageError(f"no specs to list: none found in {catalog.where()}")
+        for path in paths:
             spec = load_spec(path)
             out.print(f"{spec.lab:18} {len(spec.checks):3} checks  {spec.title}")
         return EXIT_OK

@@ -22,10 +22,6 @@ from grader.spec.loader import load_spec
 from grader.spec.model import Spec
 
 
-def project_root() -> Path:
-    return catalog.specs_dir().parent
-
-
 @dataclass(frozen=True)
 class Subject:
     """A program to grade: the reference (expects no failure) or a fixture (expects its list)."""
@@ -54,7 +50,7 @@ class Verdicts:
 
 
 def load_subjects(spec: Spec) -> list[Subject]:
-    root = project_root()
+    root = catalog.lab_root(spec.directory)
     ids = {c.id for c in spec.checks}
     subjects = [Subject("reference", root / "reference" / spec.lab, frozenset())]
     if not subjects[0].path.is_dir():

@@ -159,10 +159,11 @@ def test_every_shipped_spec_is_valid() -> None:
 
 
 def test_published_schema_and_docs_are_current() -> None:
-    root = catalog.specs_dir().parent
+    root = Path(__file__).resolve().parent.parent
     schema = subprocess.run([sys.executable, "-m", "grader", "schema"], capture_output=True, text=True,
                             timeout=60, check=True).stdout
-    assert (root / "specs" / "spec.schema.json").read_text() == schema, "run: grader schema > specs/spec.schema.json"
+    assert (catalog.specs_dir() / "spec.schema.json").read_text() == schema, \
+        "run: grader schema > grader/labs/specs/spec.schema.json"
     docs = subprocess.run([sys.executable, "-m", "grader", "docs"], capture_output=True, text=True,
                           timeout=60, check=True).stdout
     assert (root / "docs" / "steps.md").read_text() == docs, "run: grader docs > docs/steps.md"

@@ -13,6 +13,7 @@ import pytest
 import xmlschema
 from rich.console import Console
 
+from grader import catalog
 from grader.report.jsonout import to_dict
 from grader.report.junit import to_junit
 from grader.report.model import CheckResult, RunResult
@@ -104,7 +105,7 @@ def _grade_cli(tmp_path: Path, submission: Path, name: str) -> tuple[int, str, d
 
 
 def test_cli_correct_vs_broken_server(tmp_path: Path, xsd: xmlschema.XMLSchema) -> None:
-    code, out, data, xml = _grade_cli(tmp_path, ROOT / "reference" / "tcp-echo-server", "good")
+    code, out, data, xml = _grade_cli(tmp_path, catalog.LABS_DIR / "reference" / "tcp-echo-server", "good")
     assert code == 0, out
     assert data["score"] == data["max_score"] == 3
     xsd.validate(xml)
@@ -129,7 +130,7 @@ def test_cli_exit_codes(tmp_path: Path) -> None:
     assert proc.returncode == 3
     proc = subprocess.run([sys.executable, "-m", "grader", "check", "no-such-lab", str(nothing)],
                           capture_output=True, text=True, timeout=60)
-    assert proc.returncode == 2 and "no shipped spec" in proc.stderr
+    assert proc.returncode == 2 and "no spec of that name" in proc.stderr
     proc = subprocess.run([sys.executable, "-m", "grader", "frobnicate"], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
 

@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from grader import catalog
 
 SPEC = """\
 lab: demo
@@ -41,7 +41,7 @@ def grader(*args: str) -> subprocess.CompletedProcess[str]:
 def test_student_mode_hides_hidden_checks(tmp_path: Path) -> None:
     spec = tmp_path / "demo.yaml"
     spec.write_text(SPEC)
-    sub = ROOT / "reference" / "tcp-echo-server"
+    sub = catalog.LABS_DIR / "reference" / "tcp-echo-server"
     junit, js = tmp_path / "r.xml", tmp_path / "r.json"
     proc = grader("check", str(spec), str(sub), "--student", "--junit", str(junit), "--json", str(js))
     assert proc.returncode == 0, proc.stdout + proc.stderr
