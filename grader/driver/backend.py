@@ -1,7 +1,13 @@
-"""The backend: the one object that decides how a submission is built, started and stopped.
+"""The backend seam: the one small interface through which the engine and the steps build, start, observe
+and stop a submission.
 
-:class:`LocalBackend` runs it as local processes reachable on loopback. Later backends (a container, a
-network namespace) provide the same methods with another host address.
+:class:`Backend` is the protocol; :class:`Observer` is how the harness sees what the submission does (its
+listening sockets, the sockets its process tree holds, how much it has read of a connection, its processes)
+without poking it. :class:`LocalBackend` runs the submission as local processes on 127.0.0.1 under resource
+limits; :class:`grader.driver.jail.JailBackend` runs each process as a user of its own in a mount namespace
+that shows it only its own files. The sandbox and docker isolations (``grader.isolation``) run the whole
+harness, with a jail backend, inside a network and PID namespace (or a container) of its own, so the observer
+is always the kernel's view from the harness's own namespace.
 """
 
 from __future__ import annotations
@@ -10,8 +16,12 @@ import os
 import shutil
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Protocol, runtime_checkable
 
-from grader.driver.process import OUTPUT_CAP, Proc, StartFailed, describe_status, run_build
+from grader.driver.limits import Limits, prlimit_prefix
+from grader.driver.observe import LOCAL_OBSERVER, Observer
+from grader.driver.ports import PortPool
+from grader.driver.process import OUTPUT_CAP, Proc, StartFailed, check_runnable, describe_status, run_build
 from grader.errors import SubmissionError
 
 _DROP_ENV = ("LD_PRELOAD", "PYTHONSTARTUP", "PYTHONPATH", "VIRTUAL_ENV")
@@ -56,19 +66,71 @@ def copy_submission(src: Path, dst: Path, skip: Path, limit: int = MAX_SUBMISSIO
         raise SubmissionError(f"cannot copy the submission {src}: {exc}") from exc
 
 
-class LocalBackend:
-    """Build and run a submission on this machine; the harness reaches it at 127.0.0.1."""
 
+
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """How a submission is built, started, reached, observed and stopped. The engine and steps use only this."""
+
+    name: str
+    host: str  # the address the harness's peer side uses to reach the submission
+    observer: Observer
+    ports: PortPool
+    limits: Limits
+    submission_dir: Path  # the private copy the harness built (the harness's path)
+
+    def build(self, command: str, timeout: float = 120.0) -> str:
+        """Run the build command in the submission's folder; SubmissionError if it fails."""
+        ...
+
+    def start(self, argv: Sequence[str], extra_env: Mapping[str, str] | None = None, stdin: bytes | None = None,
+              label: str = "submission", stdout_cap: int = OUTPUT_CAP) -> Proc:
+        """Start one program of the submission; SubmissionError when it cannot run at all."""
+        ...
+
+    def expose(self, path: Path) -> str:
+        """The path under which the submission reads ``path`` (a spec file, the preload library)."""
+        ...
+
+    def output_file(self, name: str) -> tuple[Path, str]:
+        """A file the submission may write: (where the harness reads it, the path the submission is told)."""
+        ...
+
+    def stop(self, proc: Proc) -> None:
+        """Kill ``proc`` with its whole process tree."""
+        ...
+
+    def stop_all(self) -> None:
+        ...
+
+    def close(self) -> None:
+        """Stop everything and give back every port and resource."""
+        ...
+
+
+class LocalBackend:
+    """Build and run a submission on this machine as the grader's own user, under resource limits; the harness
+    reaches it at 127.0.0.1."""
+
+    name = "local"
     host = "127.0.0.1"
 
-    def __init__(self, submission_dir: Path, workdir: Path) -> None:
+    def __init__(self, submission_dir: Path, workdir: Path, limits: Limits | None = None,
+                 ports: PortPool | None = None) -> None:
         self.original = submission_dir.resolve()
         self.workdir = workdir
+        self.limits = limits or Limits()
+        self.observer: Observer = LOCAL_OBSERVER
+        self.ports = ports or PortPool(self.host)
         self._procs: list[Proc] = []
         # Build and run in a private copy: the student's folder is never written to, and the same
         # submission can be graded several times at once.
         self.submission_dir = workdir / "submission"
         copy_submission(self.original, self.submission_dir, skip=workdir)
+        self.outputs = workdir / "outputs"
+        self.outputs.mkdir(exist_ok=True)
 
     def env(self, extra: Mapping[str, str] | None = None) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if k not in _DROP_ENV}
@@ -85,7 +147,7 @@ class LocalBackend:
 
     def build(self, command: str, timeout: float = 120.0) -> str:
         """Run the build command in the submission's folder; SubmissionError if it fails."""
-        code, output = run_build(command, self.submission_dir, self.env(), timeout)
+        code, output = run_build(command, self.submission_dir, self.env(), timeout, prefix=self.prefix())
         if code is None:
             raise SubmissionError(f"the build command {command!r} did not finish within {timeout:.0f}s", output)
         if code != 0:
@@ -100,13 +162,26 @@ class LocalBackend:
         label: str = "submission",
         stdout_cap: int = OUTPUT_CAP,
     ) -> Proc:
+        env = self.env(extra_env)
         try:
-            proc = Proc(argv, self.submission_dir, self.env(extra_env), stdin=stdin, label=label,
-                        stdout_cap=stdout_cap)
+            check_runnable(argv[0], self.submission_dir, env)
+            proc = Proc([*self.prefix(), *argv], self.submission_dir, env, stdin=stdin,
+                        label=label, stdout_cap=stdout_cap)
         except StartFailed as exc:
             raise SubmissionError(str(exc)) from exc
         self._procs.append(proc)
         return proc
+
+    def prefix(self) -> list[str]:
+        """The argv prefix that applies the limits (and, in subclasses, the jail)."""
+        return prlimit_prefix(self.limits)
+
+    def expose(self, path: Path) -> str:
+        return str(path)
+
+    def output_file(self, name: str) -> tuple[Path, str]:
+        path = self.outputs / name
+        return path, str(path)
 
     def stop(self, proc: Proc) -> None:
         proc.kill()
@@ -116,3 +191,7 @@ class LocalBackend:
     def stop_all(self) -> None:
         for proc in list(self._procs):
             self.stop(proc)
+
+    def close(self) -> None:
+        self.stop_all()
+        self.ports.close()

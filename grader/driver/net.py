@@ -19,6 +19,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from grader.driver import procfs, sockdiag
+from grader.driver.observe import LOCAL_OBSERVER, Observer
 from grader.engine.transcript import Transcript
 from grader.errors import CheckFailed, HarnessError
 
@@ -62,8 +63,10 @@ class ReadResult:
 class TcpConn:
     """One TCP connection of the harness, with its own receive buffer and transcript label."""
 
-    def __init__(self, sock: socket.socket, label: str, transcript: Transcript) -> None:
+    def __init__(self, sock: socket.socket, label: str, transcript: Transcript,
+                 observer: Observer = LOCAL_OBSERVER) -> None:
         self.sock = sock
+        self.observer = observer
         self.label = label
         self.transcript = transcript
         self.buffer = b""
@@ -79,7 +82,8 @@ class TcpConn:
 
     # -- opening ---------------------------------------------------------------------------------------
     @classmethod
-    def connect(cls, host: str, port: int, label: str, transcript: Transcript, deadline: float) -> TcpConn:
+    def connect(cls, host: str, port: int, label: str, transcript: Transcript, deadline: float,
+                observer: Observer = LOCAL_OBSERVER) -> TcpConn:
         fam = family_of(host)
         sock = socket.socket(fam, socket.SOCK_STREAM)
         sock.settimeout(max(0.05, remaining(deadline)))
@@ -100,7 +104,7 @@ class TcpConn:
         except OSError as exc:
             sock.close()
             raise HarnessError(f"cannot connect to {host} port {port}: {exc}") from exc
-        conn = cls(sock, label, transcript)
+        conn = cls(sock, label, transcript, observer)
         transcript.note(f"connected from port {conn.local[1]} to {host} port {port}", label)
         return conn
 
@@ -149,7 +153,7 @@ class TcpConn:
 
     def peer_unread(self) -> int | None:
         """Bytes waiting in the peer's receive queue (None once the peer's socket is gone)."""
-        entry = procfs.find_tcp(self.peer, self.local)
+        entry = self.observer.find_tcp(self.peer, self.local)
         return None if entry is None else entry.rx_queue
 
     def _peer(self) -> tuple[int, int, bool] | None:
@@ -161,12 +165,12 @@ class TcpConn:
         connection waits in the accept queue, and once the program has closed its socket (orphaned).
         """
         if sockdiag.available():
-            progress = sockdiag.tcp_progress(self.peer, self.local)
+            progress = self.observer.progress(self.peer, self.local)
             if progress is None or progress.state in _GONE:
                 return None
             read_all = progress.bytes_received >= self.sent_bytes and progress.rqueue == 0
             return progress.state, progress.inode, read_all
-        entry = procfs.find_tcp(self.peer, self.local)
+        entry = self.observer.find_tcp(self.peer, self.local)
         if entry is None or entry.state in _GONE:
             return None
         try:
@@ -361,9 +365,10 @@ class TcpConn:
 class Listener:
     """A listening TCP socket of the harness, for client submissions to connect to."""
 
-    def __init__(self, host: str, label: str, transcript: Transcript) -> None:
+    def __init__(self, host: str, label: str, transcript: Transcript, observer: Observer = LOCAL_OBSERVER) -> None:
         self.label = label
         self.transcript = transcript
+        self.observer = observer
         self.sock = socket.socket(family_of(host), socket.SOCK_STREAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
@@ -385,7 +390,7 @@ class Listener:
                     sock, _ = self.sock.accept()
                 except BlockingIOError:
                     continue
-                conn = TcpConn(sock, self.label, self.transcript)
+                conn = TcpConn(sock, self.label, self.transcript, self.observer)
                 self.transcript.note(f"accepted a connection from port {conn.peer[1]}", self.label)
                 return conn
             reason = gave_up()
@@ -437,27 +442,3 @@ class UdpSock:
 
     def close(self) -> None:
         self.sock.close()
-
-
-def free_port(host: str = "127.0.0.1", avoid_swapped: bool = True) -> int:
-    """A TCP and UDP port free right now, whose byte-swapped twin is also free and different."""
-    for _ in range(200):
-        with socket.socket(family_of(host), socket.SOCK_STREAM) as s:
-            s.bind((host, 0))
-            port = int(s.getsockname()[1])
-        swapped = procfs.byteswap16(port)
-        if avoid_swapped and (swapped == port or swapped < 1024 or not _is_free(host, swapped)):
-            continue
-        if _is_free(host, port):
-            return port
-    raise HarnessError("could not find a free port")
-
-
-def _is_free(host: str, port: int) -> bool:
-    for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
-        with socket.socket(family_of(host), kind) as s:
-            try:
-                s.bind((host, port))
-            except OSError:
-                return False
-    return True

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import threading
@@ -195,9 +196,25 @@ class StartFailed(Exception):
     """The program could not be executed at all."""
 
 
-def run_build(command: str, cwd: Path, env: Mapping[str, str], timeout: float) -> tuple[int | None, str]:
+def check_runnable(argv0: str, cwd: Path, env: Mapping[str, str]) -> None:
+    """StartFailed, with the reason in a student's words, when ``argv0`` cannot be executed at all.
+
+    Checked before a wrapper (prlimit, a jail) runs it, whose own error would be less clear.
+    """
+    if "/" in argv0:
+        path = cwd / argv0
+        if not path.exists():
+            raise StartFailed(f"cannot run {argv0!r}: no such file")
+        if path.is_dir() or not os.access(path, os.X_OK):
+            raise StartFailed(f"cannot run {argv0!r}: not executable (chmod +x?)")
+    elif shutil.which(argv0, path=env.get("PATH")) is None:
+        raise StartFailed(f"cannot run {argv0!r}: no such command")
+
+
+def run_build(command: str, cwd: Path, env: Mapping[str, str], timeout: float,
+              prefix: Sequence[str] = ()) -> tuple[int | None, str]:
     """Run a build command through the shell; (exit status or None on timeout, captured output)."""
-    proc = Proc(["/bin/sh", "-c", command], cwd, env, label="build")
+    proc = Proc([*prefix, "/bin/sh", "-c", command], cwd, env, label="build")
     code = proc.wait(timeout)
     proc.kill()  # stop it on a timeout, and reap anything it left behind either way
     out = proc.stdout.value() + proc.stderr.value()

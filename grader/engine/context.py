@@ -11,8 +11,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from grader.driver.backend import LocalBackend
+from grader.driver.backend import Backend
 from grader.driver.net import Listener, TcpConn, UdpSock
+from grader.driver.observe import Observer
 from grader.driver.process import Proc
 from grader.engine.supervisor import Supervisor
 from grader.engine.transcript import Transcript
@@ -26,7 +27,7 @@ class Shared:
 
     spec: Spec
     check: Check
-    backend: LocalBackend
+    backend: Backend
     supervisor: Supervisor | None
     transcript: Transcript
     deadline: float
@@ -74,6 +75,14 @@ class CheckContext:
     @property
     def host(self) -> str:
         return self.shared.backend.host
+
+    @property
+    def backend(self) -> Backend:
+        return self.shared.backend
+
+    @property
+    def observer(self) -> Observer:
+        return self.shared.backend.observer
 
     def label(self, name: str) -> str:
         return f"{self.prefix}{name}"

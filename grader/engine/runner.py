@@ -11,8 +11,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from grader.driver.backend import LocalBackend
-from grader.driver.net import free_port
+from grader.driver.backend import Backend, LocalBackend
+from grader.driver.limits import Limits
 from grader.driver.process import SIGPIPE_HINT
 from grader.engine.context import CheckContext, Shared
 from grader.engine.supervisor import Supervisor
@@ -34,6 +34,15 @@ class Options:
     only: tuple[str, ...] = ()
     seed: int | None = None
     skip_build: bool = False
+    limits: Limits | None = None  # None: the spec's, else the defaults
+
+
+BackendFactory = Callable[[Path, Path, Limits], Backend]
+"""Makes the backend for one grading: (the submission's folder, a private work folder, the limits)."""
+
+
+def local_backend(submission: Path, workdir: Path, limits: Limits) -> Backend:
+    return LocalBackend(submission, workdir, limits)
 
 
 def select_checks(spec: Spec, options: Options) -> list[Check]:
@@ -48,6 +57,9 @@ def select_checks(spec: Spec, options: Options) -> list[Check]:
     return checks
 
 
+BUILD_TIMEOUT_S = 120.0
+
+
 def check_seed(seed: int, check_id: str) -> int:
     return zlib.crc32(f"{seed}:{check_id}".encode()) or 1
 
@@ -57,6 +69,7 @@ def grade(
     submission: Path,
     options: Options | None = None,
     progress: Callable[[CheckResult], None] | None = None,
+    make_backend: BackendFactory = local_backend,
 ) -> RunResult:
     """Grade one submission. Raises only for usage errors; everything else is in the result."""
     options = options or Options()
@@ -65,16 +78,17 @@ def grade(
     checks = select_checks(spec, options)
     seed = options.seed if options.seed is not None else secrets.randbelow(2**31)
     t0 = time.monotonic()
+    limits = options.limits or spec.submission.limits
     with tempfile.TemporaryDirectory(prefix="grader-") as tmp:
         workdir = Path(tmp)
         try:
-            backend = LocalBackend(submission, workdir)
+            backend = make_backend(submission, workdir, limits)
         except SubmissionError as exc:
             return _all_failed(spec, submission, checks, seed, t0, "build-failed", exc)
         try:
             return _grade(spec, submission, options, checks, seed, backend, workdir, t0, progress)
         finally:
-            backend.stop_all()
+            backend.close()
 
 
 def _all_failed(spec: Spec, submission: Path, checks: list[Check], seed: int, t0: float,
@@ -94,25 +108,26 @@ def _grade(
     options: Options,
     checks: list[Check],
     seed: int,
-    backend: LocalBackend,
+    backend: Backend,
     workdir: Path,
     t0: float,
     progress: Callable[[CheckResult], None] | None,
 ) -> RunResult:
     build = options.build if options.build is not None else spec.submission.build
+    wall = backend.limits.wall_seconds
     if build and not options.skip_build:
         try:
-            backend.build(build)
+            backend.build(build, timeout=min(BUILD_TIMEOUT_S, wall))
         except SubmissionError as exc:
             return _all_failed(spec, submission, checks, seed, t0, "build-failed", exc)
     template = options.run or spec.submission.run
     server = "none" not in spec.submission.ready
-    placeholders = {k: str(v) for k, v in spec.files.items()}
-    placeholders["outfile"] = str(workdir / "outfile")
+    placeholders = {k: backend.expose(v) for k, v in spec.files.items()}
+    placeholders["outfile"] = backend.output_file("outfile")[1]
     supervisor: Supervisor | None = None
     if server:
         try:
-            supervisor = Supervisor(backend, template, placeholders, free_port(backend.host), spec.submission.ready,
+            supervisor = Supervisor(backend, template, placeholders, spec.submission.ready,
                                     spec.submission.ready_timeout)
         except (KeyError, ValueError, IndexError) as exc:
             raise UsageError(f"the run command {template!r} has a bad placeholder: {exc}") from None
@@ -123,6 +138,10 @@ def _grade(
     results: list[CheckResult] = []
     try:
         for check in checks:
+            if time.monotonic() - t0 > wall:
+                results.append(_not_run(check, seed, f"not run: the grading took longer than its wall-clock limit "
+                                                     f"of {wall:g}s (limit wall_seconds)"))
+                continue
             result = run_check(spec, check, backend, supervisor, seed, workdir, template, placeholders)
             if result.outcome == "error":
                 # Only a fault of the harness itself is retried (once, with a fresh server); whatever the
@@ -139,10 +158,15 @@ def _grade(
     return RunResult(spec.lab, spec.title, str(submission), tuple(results), time.monotonic() - t0, seed, "graded")
 
 
+def _not_run(check: Check, seed: int, message: str) -> CheckResult:
+    return CheckResult(check.id, check.title, check.category, check.points, check.visibility, "failed", message,
+                       check.hint, "", 0.0, check_seed(seed, check.id))
+
+
 def run_check(
     spec: Spec,
     check: Check,
-    backend: LocalBackend,
+    backend: Backend,
     supervisor: Supervisor | None,
     seed: int,
     workdir: Path,

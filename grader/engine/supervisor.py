@@ -11,10 +11,10 @@ from __future__ import annotations
 import shlex
 import time
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 from grader.driver import procfs
-from grader.driver.backend import LocalBackend
-from grader.driver.net import free_port
+from grader.driver.backend import Backend
 from grader.driver.preload import ShortIO, build_preload
 from grader.driver.process import Proc
 from grader.errors import HarnessError, SubmissionError
@@ -33,22 +33,21 @@ class Supervisor:
 
     def __init__(
         self,
-        backend: LocalBackend,
+        backend: Backend,
         template: str,
         placeholders: Mapping[str, str],
-        port: int,
         ready: Sequence[str],
         ready_timeout: float,
     ) -> None:
         self.backend = backend
         self.template = template
         self.placeholders = dict(placeholders)
-        self.port = port
+        self.port = backend.ports.lease()  # leased with its byte-swapped twin, for the whole grading
         self.ready = tuple(ready)
         self.ready_timeout = ready_timeout
         self.proc: Proc | None = None
-        self.tcp_port: int = port
-        self.udp_port: int = port
+        self.tcp_port: int = self.port
+        self.udp_port: int = self.port
         self.short_io: tuple[ShortIOConfig, int] | None = None
         self.starts = 0
         self.ready_inodes: set[int] = set()
@@ -75,7 +74,8 @@ class Supervisor:
             return
         self.stop()
         if self.starts:
-            self.port = free_port(self.host)
+            self.backend.ports.release(self.port)
+            self.port = self.backend.ports.lease()
             self.argv = self._argv()
         self.start(wanted)
 
@@ -87,7 +87,7 @@ class Supervisor:
                 lib = build_preload()
             except Exception as exc:
                 raise HarnessError(f"cannot build the short-I/O preload library: {exc}") from exc
-            env = ShortIO(seed, cfg.max_chunk, cfg.eintr, cfg.writes, cfg.reads).env(lib)
+            env = ShortIO(seed, cfg.max_chunk, cfg.eintr, cfg.writes, cfg.reads).env(Path(self.backend.expose(lib)))
         self.short_io = short_io
         self.proc = self.backend.start(self.argv, env, label="server")
         self.starts += 1
@@ -101,7 +101,7 @@ class Supervisor:
         pending = set(self.ready) - {"none"}
         while pending:
             for mode in list(pending):
-                entries = procfs.listening_ports(proc.pid, mode)
+                entries = self.backend.observer.listening(proc.pid, mode)
                 ports = {e.local[1] for e in entries}
                 for candidate in (self.port, swapped):
                     if candidate in ports:
@@ -122,7 +122,7 @@ class Supervisor:
                     proc.output("stderr") + proc.output("stdout"),
                 )
             if time.monotonic() > deadline:
-                seen = sorted({e.local[1] for e in procfs.owned_sockets(proc.pid)})
+                seen = sorted({e.local[1] for e in self.backend.observer.sockets(proc.pid)})
                 raise SubmissionError(
                     f"the server did not listen on {'/'.join(sorted(pending)).upper()} port {self.port} "
                     f"within {self.ready_timeout:g}s (its sockets are on ports {seen or 'none'})",
@@ -147,10 +147,11 @@ class Supervisor:
         """Whether the process tree still holds the sockets it was ready with (cheap: no socket tables)."""
         if not self.ready_inodes:
             return True
-        held = procfs.socket_inodes([proc.pid])
+        observer = self.backend.observer
+        held = observer.socket_inodes([proc.pid])
         if self.ready_inodes <= held.keys():
             return True
-        return self.ready_inodes <= procfs.socket_inodes(procfs.process_tree(proc.pid)).keys()
+        return self.ready_inodes <= observer.socket_inodes(observer.processes(proc.pid)).keys()
 
     def restart(self) -> None:
         """Kill the server and start it again at once on the same port."""

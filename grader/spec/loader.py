@@ -16,6 +16,7 @@ import jsonschema
 import yaml
 from jsonschema.exceptions import ValidationError, best_match
 
+from grader.driver.limits import Limits
 from grader.errors import Location, SpecError
 from grader.spec import yamlpos
 from grader.spec.model import Args, Check, ShortIOConfig, Spec, Step, SubmissionConfig, freeze
@@ -138,6 +139,7 @@ def _build(data: yamlpos.PosDict, path: Path) -> Spec:
         ready=ready,
         ready_timeout=float(sub.get("ready_timeout", 10)),
         where=at(data, "submission"),
+        limits=Limits(**dict(sub.get("limits") or {})),
     )
     defaults = data.get("defaults") or {}
     load_ctx = LoadContext(spec_dir=path.parent, files=files, ready=ready)

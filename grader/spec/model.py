@@ -13,6 +13,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Literal
 
+from grader.driver.limits import Limits
 from grader.errors import Location
 
 CATEGORIES: tuple[str, ...] = (
@@ -113,6 +114,7 @@ class SubmissionConfig:
     ready: tuple[str, ...]
     ready_timeout: float
     where: Location
+    limits: Limits = field(default_factory=Limits)
 
 
 @dataclass(frozen=True)

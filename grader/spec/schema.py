@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from grader.driver import limits
 from grader.spec.model import CATEGORIES, READY_MODES
 from grader.steps import all as _all  # noqa: F401  (registers the step types)
 from grader.steps.registry import REGISTRY
@@ -53,6 +54,7 @@ def spec_schema() -> dict[str, Any]:
                     "run": {"type": "string", "minLength": 1},
                     "ready": {"oneOf": [ready, {"type": "array", "items": ready, "minItems": 1}]},
                     "ready_timeout": {"type": "number", "exclusiveMinimum": 0, "maximum": 120},
+                    "limits": limits.schema(),
                 },
             },
             "files": {"type": "object", "additionalProperties": {"type": "string"}},

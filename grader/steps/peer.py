@@ -39,7 +39,7 @@ from grader.steps.tcp import conn_of, end_text
 def listen(ctx: CheckContext, st: Step) -> None:
     name = st.args.str("as", "srv")
     host = "::1" if st.args.str("family", "ipv4") == "ipv6" else ctx.host
-    ctx.listeners[name] = Listener(host, ctx.label(name), ctx.transcript)
+    ctx.listeners[name] = Listener(host, ctx.label(name), ctx.transcript, ctx.observer)
 
 
 @step(

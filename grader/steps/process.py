@@ -7,7 +7,6 @@ import time
 from pathlib import Path
 
 from grader.driver import netns, procfs
-from grader.driver.net import free_port
 from grader.driver.preload import PreloadBuildError, ShortIO, build_preload
 from grader.driver.process import DATA_CAP, SIGPIPE_HINT, Proc
 from grader.engine.context import CheckContext
@@ -65,7 +64,7 @@ def wait_closed(ctx: CheckContext, st: Step) -> None:
                 ctx.transcript.note("the submission never accepted this connection", conn.label)
                 return
             inode = found[1]
-        if inode and inode not in procfs.socket_inodes(procfs.process_tree(proc.pid)):
+        if inode and inode not in ctx.observer.socket_inodes(ctx.observer.processes(proc.pid)):
             sup = ctx.shared.supervisor
             if sup is not None and sup.proc is proc and sup.died() is not None:
                 ctx.transcript.note("the submission has ended", conn.label)  # its sockets closed as it died
@@ -99,7 +98,7 @@ def expect_sockets(ctx: CheckContext, st: Step) -> None:
     max_open = a.get("max_open")
     max_cw = a.get("max_close_wait")
     while True:
-        socks = [s for s in procfs.owned_sockets(proc.pid) if s.proto.startswith("tcp")]
+        socks = [s for s in ctx.observer.sockets(proc.pid) if s.proto.startswith("tcp")]
         close_wait = [s for s in socks if s.state == procfs.TcpState.CLOSE_WAIT]
         ok = (max_open is None or len(socks) <= int(max_open)) and (
             max_cw is None or len(close_wait) <= int(max_cw)
@@ -134,7 +133,7 @@ def expect_sockets(ctx: CheckContext, st: Step) -> None:
 )
 def restart(ctx: CheckContext, st: Step) -> None:
     sup = ctx.supervisor
-    tw = [s for s in procfs.read_sockets(("tcp", "tcp6")) if s.local[1] == sup.tcp_port
+    tw = [s for s in ctx.observer.tcp_table() if s.local[1] == sup.tcp_port
           and s.state == procfs.TcpState.TIME_WAIT]
     ctx.transcript.note(f"killing the server ({len(tw)} connections on its port in TIME_WAIT) and restarting it")
     try:
@@ -194,7 +193,7 @@ def start(ctx: CheckContext, st: Step) -> None:
     values = dict(ctx.values.get("placeholders", {}))
     isolated = a.get("network") == "none" or a.bool("unknown_host")
     if a.bool("refused"):
-        host, port = ctx.host, free_port(ctx.host, avoid_swapped=False)
+        host, port = ctx.host, ctx.backend.ports.lease(avoid_swapped=False)  # reserved: nobody listens there
     elif a.bool("unknown_host"):
         host, port = UNKNOWN_HOST, 80
     elif isolated:
@@ -209,9 +208,9 @@ def start(ctx: CheckContext, st: Step) -> None:
     )
     url = a.str("url") or default_url
     values["url"] = url.format_map(values)
-    outfile = ctx.shared.workdir / f"out-{ctx.shared.check.id}"
+    outfile, told = ctx.backend.output_file(f"out-{ctx.shared.check.id}")
     outfile.unlink(missing_ok=True)
-    values["outfile"] = str(outfile)
+    values["outfile"] = told
     ctx.values["outfile"] = outfile
     ctx.values["placeholders"] = values
     argv = fill(ctx.shared.run_template, values)
@@ -225,7 +224,8 @@ def start(ctx: CheckContext, st: Step) -> None:
             lib = build_preload()
         except PreloadBuildError as exc:
             raise HarnessError(f"cannot build the short-I/O preload library: {exc}") from exc
-        env = ShortIO(ctx.shared.seed, sio.max_chunk, sio.eintr, sio.writes, sio.reads).env(lib)
+        env = ShortIO(ctx.shared.seed, sio.max_chunk, sio.eintr, sio.writes, sio.reads).env(
+            Path(ctx.backend.expose(lib)))
     ctx.transcript.note(
         f"started: {' '.join(argv)}"
         + (" in a network namespace of its own (no network)" if isolated else "")

@@ -57,7 +57,7 @@ def connect(ctx: CheckContext, st: Step) -> None:
     host = "::1" if a.str("family", "ipv4") == "ipv6" else ctx.host
     port = ctx.supervisor.tcp_port
     ctx.conns[name] = TcpConn.connect(
-        host, port, ctx.label(name), ctx.transcript, ctx.step_deadline(a.get("timeout"))
+        host, port, ctx.label(name), ctx.transcript, ctx.step_deadline(a.get("timeout")), ctx.observer
     )
 
 
