@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from collections.abc import Sequence
@@ -11,8 +12,9 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from grader import catalog
-from grader.engine.runner import Options, grade
+from grader import catalog, isolation
+from grader.driver.limits import Limits
+from grader.engine.runner import Options
 from grader.errors import GraderError, SpecError, UsageError
 from grader.report.jsonout import to_json
 from grader.report.junit import to_junit
@@ -43,6 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--only", nargs="+", default=[], metavar="ID", help="run only these checks")
     c.add_argument("--seed", type=int, help="fault-injection seed (to replay a verdict)")
     c.add_argument("--quiet", action="store_true", help="no terminal report")
+    _grading_args(c)
     v = sub.add_parser("validate", help="validate spec files")
     v.add_argument("specs", nargs="+")
     sub.add_parser("list", help="list the shipped specs")
@@ -55,7 +58,18 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("specs", nargs="*", help="specs to prove (default: all shipped)")
     s.add_argument("--repeat", type=int, default=1, help="grade everything this many times")
     s.add_argument("--jobs", type=int, default=2, help="gradings at once")
+    _grading_args(s)
     return p
+
+
+def _grading_args(p: argparse.ArgumentParser) -> None:
+    """The options of every command that grades: where the submission runs, and its limits."""
+    p.add_argument("--backend", choices=tuple(isolation.ISOLATIONS), default="local",
+                   help="where the submission runs: local (this machine, resource limits), sandbox (namespaces "
+                        "of its own, bubblewrap, as root)")
+    p.add_argument("--limit", action="append", default=[], metavar="NAME=VALUE",
+                   help="change a resource limit (over the spec's): " + ", ".join(
+                       f"{f.name} (default {f.default})" for f in dataclasses.fields(Limits)))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -108,20 +122,22 @@ def _dispatch(args: argparse.Namespace, out: Console) -> int:
     if args.command == "selftest":
         from grader.selftest import run_selftest
 
-        return run_selftest(args.specs, repeat=args.repeat, jobs=args.jobs, console=out)
+        return run_selftest(args.specs, repeat=args.repeat, jobs=args.jobs, console=out,
+                            isolation=isolation.get(args.backend), limits=args.limit)
     raise UsageError(f"unknown command {args.command}")
 
 
 def _check(args: argparse.Namespace, out: Console) -> int:
     spec = load_spec(catalog.resolve(args.spec))
+    limits = Limits.parse(args.limit, spec.submission.limits) if args.limit else None
     options = Options(run=args.run, build=args.build, student=args.student, only=tuple(args.only),
-                      seed=args.seed)
+                      seed=args.seed, limits=limits)
 
     def progress(result: CheckResult) -> None:
         if not args.quiet and out.is_terminal:
             out.print(f"  {result.outcome:7} {result.id}", style="dim")
 
-    result = grade(spec, args.submission, options, progress)
+    result = isolation.get(args.backend).grade(spec, args.submission, options, progress)
     if args.junit:
         args.junit.write_text(to_junit(result), encoding="utf-8")
     if args.json:

@@ -7,7 +7,7 @@ between repeated runs. Prints a detection matrix (fixtures x checks) and exits n
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,8 +16,11 @@ import yaml
 from rich.console import Console
 
 from grader import catalog
-from grader.engine.runner import Options, grade
+from grader.driver.limits import Limits
+from grader.engine.runner import Options
 from grader.errors import Location, SpecError, UsageError
+from grader.isolation import Isolation, LocalIsolation
+from grader.report.model import RunResult
 from grader.spec.loader import load_spec
 from grader.spec.model import Spec
 
@@ -72,14 +75,16 @@ def load_subjects(spec: Spec) -> list[Subject]:
     return subjects
 
 
-def run_selftest(names: Sequence[str], *, repeat: int, jobs: int, console: Console) -> int:
+def run_selftest(names: Sequence[str], *, repeat: int, jobs: int, console: Console,
+                 isolation: Isolation | None = None, limits: Sequence[str] = ()) -> int:
     paths = [catalog.resolve(n) for n in names] if names else catalog.shipped()
     if not paths:
         raise UsageError("no specs to test")
     passed = failed = 0
     for path in paths:
         spec = load_spec(path)
-        if _selftest_spec(spec, max(1, repeat), max(1, jobs), console):
+        grader = _grader(spec, isolation or LocalIsolation(), limits)
+        if _selftest_spec(spec, max(1, repeat), max(1, jobs), console, grader):
             passed += 1
         else:
             failed += 1
@@ -88,14 +93,27 @@ def run_selftest(names: Sequence[str], *, repeat: int, jobs: int, console: Conso
     return 0 if not failed else 1
 
 
-def _selftest_spec(spec: Spec, repeat: int, jobs: int, console: Console) -> bool:
+Grader = Callable[[Path, int], RunResult]
+
+
+def _grader(spec: Spec, isolation: Isolation, limits: Sequence[str]) -> Grader:
+    """Grade a subject with this seed, where ``--backend`` says, under the limits ``--limit`` says."""
+    chosen = Limits.parse(list(limits), spec.submission.limits) if limits else None
+
+    def run(path: Path, seed: int) -> RunResult:
+        return isolation.grade(spec, path, Options(seed=seed, limits=chosen))
+
+    return run
+
+
+def _selftest_spec(spec: Spec, repeat: int, jobs: int, console: Console, grader: Grader) -> bool:
     subjects = load_subjects(spec)
     verdicts = {s.name: Verdicts(s) for s in subjects}
     tasks = [(s, i) for i in range(repeat) for s in subjects]
 
     def work(task: tuple[Subject, int]) -> tuple[str, dict[str, str], str]:
         subject, i = task
-        result = grade(spec, subject.path, Options(seed=1000 + i))
+        result = grader(subject.path, 1000 + i)
         return subject.name, {c.id: c.outcome for c in result.checks}, result.status
 
     with ThreadPoolExecutor(max_workers=jobs) as pool:

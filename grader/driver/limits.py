@@ -35,6 +35,8 @@ class Limits:
     processes: int = _limit(128, "", "processes and threads at once (RLIMIT_NPROC): stops a fork bomb")
     file_size_mb: int = _limit(64, "MiB", "size of any one file written (RLIMIT_FSIZE): SIGXFSZ past it")
     open_files: int = _limit(1024, "", "open file descriptors of each process (RLIMIT_NOFILE)", minimum=16)
+    disk_mb: int = _limit(1024, "MiB", "space for the grading's files, the submission's copy and build included "
+                                      "(sandbox and docker: the size of their private /tmp)", minimum=64)
     wall_seconds: float = _limit(900, "s", "wall-clock time of the whole grading, build included", minimum=5)
 
     def __post_init__(self) -> None:

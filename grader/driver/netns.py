@@ -10,21 +10,23 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import subprocess
 import threading
 
 from grader.errors import HarnessError
 
-SYS_NET = "/sys/class/net"
 _lock = threading.Lock()
 _prefix: list[str] | None = None
 _failure: str | None = None
 
 
-def already_isolated(sys_net: str = SYS_NET) -> bool:
-    """True when the only network interface here is loopback (a container started with --network none)."""
+def already_isolated() -> bool:
+    """True when the only network interface of this network namespace is loopback (a container started with
+    --network none, or the sandbox's namespace). Asked of the kernel (netlink), not of /sys, which shows the
+    namespace of whoever mounted it."""
     try:
-        names = os.listdir(sys_net)
+        names = [name for _, name in socket.if_nameindex()]
     except OSError:
         return False
     return all(name == "lo" for name in names)

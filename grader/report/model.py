@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 OUTCOMES = ("passed", "failed", "error", "skipped")
 
@@ -61,3 +64,18 @@ class RunResult:
         if any(c.outcome in ("failed", "error") for c in self.checks):
             return 1
         return 0
+
+
+def to_plain(run: RunResult) -> dict[str, Any]:
+    """The result as plain data (JSON-able), for crossing a process, container or queue boundary."""
+    return dataclasses.asdict(run)
+
+
+def from_plain(data: Mapping[str, Any]) -> RunResult:
+    """The inverse of :func:`to_plain`; ValueError for data that is not a result."""
+    try:
+        checks = tuple(CheckResult(**c) for c in data["checks"])
+        fields = {f.name for f in dataclasses.fields(RunResult)} - {"checks"}
+        return RunResult(checks=checks, **{k: data[k] for k in fields if k in data})
+    except (KeyError, TypeError) as exc:
+        raise ValueError(f"not a grading result: {exc}") from exc

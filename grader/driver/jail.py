@@ -1,0 +1,214 @@
+"""The jail backend: each program of the submission runs as a user of its own, seeing only its own files.
+
+Used inside the sandbox and docker isolations (``grader.isolation``), where the harness already has a network
+and PID namespace (or a container) of its own. Every program the submission runs, its build included, is
+started as
+
+    prlimit <limits> -- setpriv --reuid U --regid U --clear-groups --no-new-privs -- bwrap <mount view> -- argv
+
+* ``U`` is a user id leased for this grading alone (flock, like ports), so RLIMIT_NPROC counts exactly this
+  submission's processes, and no two submissions graded at once can signal or read each other.
+* bubblewrap gives it a mount namespace with the system read-only (``/usr``, ``/etc``), its own copy of the
+  submission writable at ``/sub`` (its working folder), a folder for files the harness reads back at
+  ``/out``, the spec's files it is meant to serve copied read-only at ``/grader``, an empty ``/tmp``, and
+  nothing else: not the spec, its hidden checks or expected bodies, the fixtures, other submissions, the
+  reports, or the grader.
+* The harness's ``/proc`` is mounted with ``hidepid=invisible`` by the isolation, so the submission sees only
+  its own processes: not the harness's command line, environment or memory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import shutil
+import signal
+import threading
+import time
+from collections.abc import Mapping
+from pathlib import Path
+
+from grader.driver.backend import LocalBackend
+from grader.driver.limits import Limits, prlimit_prefix
+from grader.driver.ports import PortPool
+from grader.errors import HarnessError
+
+UID_LOW = 61000  # a range no Debian package or login user uses (adduser gives 1000-59999 and 65534)
+UID_COUNT = 900
+SUB_DIR, OUT_DIR, RO_DIR = "/sub", "/out", "/grader"
+_SYSTEM_DIRS = ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/usr", "/etc")
+
+
+class UidLease:
+    """A user id for one grading, reserved machine-wide with a lock file until released."""
+
+    def __init__(self, lock_dir: Path | None = None) -> None:
+        self.lock_dir = lock_dir or Path("/run/socket-lab-grader-uids")
+        self.uid = -1
+        self._fd: int | None = None
+        self._lock = threading.Lock()
+        try:
+            self.lock_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        except OSError as exc:
+            raise HarnessError(f"cannot reserve a user id in {self.lock_dir}: {exc}") from exc
+        start = os.getpid() % UID_COUNT
+        for i in range(UID_COUNT):
+            uid = UID_LOW + (start + i) % UID_COUNT
+            fd = os.open(self.lock_dir / f"{uid}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                os.close(fd)
+                continue
+            self.uid, self._fd = uid, fd
+            return
+        raise HarnessError(f"all {UID_COUNT} submission user ids are in use")
+
+    def release(self) -> None:
+        with self._lock:
+            if self._fd is not None:
+                with contextlib.suppress(OSError):
+                    os.close(self._fd)
+                self._fd = None
+
+
+def available() -> str | None:
+    """None when jails can be made here, else what is missing, said so a person can fix it."""
+    if os.geteuid() != 0:
+        return ("the jail runs each submission as a user of its own, which needs root: run the grader as root "
+                "(e.g. with sudo, or in a container), or use --backend local")
+    for tool, package in (("bwrap", "bubblewrap"), ("setpriv", "util-linux"), ("prlimit", "util-linux")):
+        if shutil.which(tool) is None:
+            return f"the {tool} command is not installed: apt-get install {package}"
+    return None
+
+
+def _chown_tree(root: Path, uid: int) -> None:
+    os.chown(root, uid, uid, follow_symlinks=False)
+    for folder, dirs, files in os.walk(root):
+        for name in (*dirs, *files):
+            os.chown(os.path.join(folder, name), uid, uid, follow_symlinks=False)
+
+
+class JailBackend(LocalBackend):
+    """A :class:`LocalBackend` whose programs run jailed (see the module's text). Root only."""
+
+    name = "jail"
+
+    def __init__(self, submission_dir: Path, workdir: Path, limits: Limits | None = None,
+                 ports: PortPool | None = None) -> None:
+        why = available()
+        if why is not None:
+            raise HarnessError(f"cannot jail the submission: {why}")
+        super().__init__(submission_dir, workdir, limits, ports)
+        self.uid_lease = UidLease()
+        self.uid = self.uid_lease.uid
+        self.ro = workdir / "ro"
+        self.ro.mkdir()
+        self._exposed: dict[Path, str] = {}
+        # The harness's work folder: others may pass through it (0711) to the folders the jail binds, but
+        # not list it; the submission's folders belong to its user alone.
+        os.chmod(workdir, 0o711)
+        os.chmod(self.ro, 0o755)
+        _chown_tree(self.submission_dir, self.uid)
+        os.chmod(self.submission_dir, 0o700)
+        _chown_tree(self.outputs, self.uid)
+        os.chmod(self.outputs, 0o700)
+
+    def env(self, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+        """A clean environment: nothing of the harness's own leaks in."""
+        env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": SUB_DIR, "TMPDIR": "/tmp", "LANG": "C.UTF-8",
+               "PYTHONUNBUFFERED": "1", "PYTHONDONTWRITEBYTECODE": "1"}
+        if extra:
+            env.update(extra)
+        return env
+
+    def expose(self, path: Path) -> str:
+        """Copy ``path`` (a file or folder) read-only into the jail's /grader; the path the program sees.
+
+        Its folder comes with it, so that a server escaping its document root (``GET /../secret.txt``) finds
+        there what it would find outside a jail, and the security checks judge the same thing under every
+        backend; except a folder that holds a spec (``*.yaml``), which is never shown to the submission.
+        """
+        path = path.resolve()
+        if path in self._exposed:
+            return self._exposed[path]
+        parent = path.parent
+        with_parent = parent != Path("/") and not any(parent.glob("*.yaml")) and not any(parent.glob("*.yml"))
+        source = parent if with_parent else path
+        name = f"{len(self._exposed)}-{source.name}"
+        target = self.ro / name
+        try:
+            if source.is_dir():
+                shutil.copytree(source, target, symlinks=False)
+            else:
+                shutil.copy2(source, target)
+        except OSError as exc:
+            raise HarnessError(f"cannot give the submission {path}: {exc}") from exc
+        self._exposed[path] = f"{RO_DIR}/{name}/{path.name}" if with_parent else f"{RO_DIR}/{name}"
+        return self._exposed[path]
+
+    def output_file(self, name: str) -> tuple[Path, str]:
+        return self.outputs / name, f"{OUT_DIR}/{name}"
+
+    def prefix(self) -> list[str]:
+        uid = str(self.uid)
+        view: list[str] = []
+        for folder in _SYSTEM_DIRS:
+            if os.path.islink(folder):
+                view += ["--symlink", os.readlink(folder), folder]
+            elif os.path.isdir(folder):
+                view += ["--ro-bind", folder, folder]
+        return [
+            *prlimit_prefix(self.limits, uid=self.uid),
+            "setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "--no-new-privs", "--",
+            "bwrap", "--unshare-user", "--uid", uid, "--gid", uid, "--unshare-ipc", "--unshare-uts",
+            "--die-with-parent",
+            *view,
+            "--ro-bind", "/proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp",
+            "--ro-bind", str(self.ro), RO_DIR,
+            "--bind", str(self.outputs), OUT_DIR,
+            "--bind", str(self.submission_dir), SUB_DIR, "--chdir", SUB_DIR,
+            "--",
+        ]
+
+    def close(self) -> None:
+        try:
+            super().close()
+            kill_user(self.uid)  # a daemon that left the process tree (setsid, double fork) is still its user's
+        finally:
+            self.uid_lease.release()
+
+
+def user_pids(uid: int, proc: str = "/proc") -> list[int]:
+    """The live processes of ``uid`` (zombies, already dead, are left to whoever reaps them)."""
+    pids = []
+    for name in os.listdir(proc):
+        if name.isdigit():
+            try:
+                if os.stat(os.path.join(proc, name)).st_uid != uid:
+                    continue
+                with open(os.path.join(proc, name, "stat"), encoding="ascii", errors="replace") as fh:
+                    state = fh.read().rsplit(")", 1)[1].split()[0]
+            except (OSError, IndexError):
+                continue
+            if state not in ("Z", "X"):
+                pids.append(int(name))
+    return pids
+
+
+def kill_user(uid: int, timeout: float = 5.0) -> None:
+    """SIGKILL every process of ``uid`` until none is left (one may fork while we look); HarnessError if some
+    survive ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        pids = user_pids(uid)
+        if not pids:
+            return
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+        if time.monotonic() > deadline:
+            raise HarnessError(f"processes of the submission's user {uid} survive SIGKILL: {pids}")
+        time.sleep(0.01)

@@ -1,0 +1,265 @@
+"""Where the harness runs, chosen with ``--backend``: the extension point for isolation, declared here.
+
+* ``local``: the harness and the submission share this machine's loopback and /proc; the submission runs as
+  the grader's user under resource limits (:class:`grader.driver.backend.LocalBackend`).
+* ``sandbox``: the whole harness of one grading moves into a fresh network namespace (only a loopback of its
+  own), PID namespace (its own /proc, mounted ``hidepid=invisible``), IPC and UTS namespace and a private
+  ``/tmp``, made with bubblewrap; there each program of the submission runs jailed
+  (:class:`grader.driver.jail.JailBackend`: a user of its own, a mount namespace showing only its own files).
+  Many gradings run at once with no port clash, and none can reach a service of the host.
+* ``docker``: the same harness inside a container of the grader image (``grader.dockerbackend``).
+
+An isolated grading crosses its boundary as plain data: a :class:`Job` (JSON) in, one JSON line per finished
+check out (for progress), and the result as JSON (:func:`grader.report.model.to_plain`) in a folder only the
+harness can write.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import os
+import secrets
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any, Protocol
+
+from grader.driver.limits import Limits
+from grader.engine.runner import Options, grade, local_backend, select_checks
+from grader.errors import GraderError, HarnessError, SpecError, UsageError
+from grader.report.model import CheckResult, RunResult, from_plain, to_plain
+from grader.spec.loader import load_spec
+from grader.spec.model import Spec
+
+Progress = Callable[[CheckResult], None]
+RESULT_FILE = "result.json"
+JOB_FILE = "job.json"
+# Beyond the grading's own wall-clock limit: the time to set up and tear down an isolation.
+SETUP_GRACE_S = 60.0
+
+
+@dataclass(frozen=True)
+class Job:
+    """One grading, as plain data: what crosses into an isolated harness."""
+
+    spec: str
+    submission: str
+    run: str | None
+    build: str | None
+    student: bool
+    only: tuple[str, ...]
+    seed: int
+    skip_build: bool
+    limits: dict[str, Any]
+
+    @classmethod
+    def make(cls, spec: Spec, submission: Path, options: Options, seed: int, limits: Limits) -> Job:
+        return cls(str(spec.path.resolve()), str(submission.resolve()), options.run, options.build,
+                   options.student, tuple(options.only), seed, options.skip_build, dataclasses.asdict(limits))
+
+    def options(self) -> Options:
+        return Options(run=self.run, build=self.build, student=self.student, only=tuple(self.only),
+                       seed=self.seed, skip_build=self.skip_build, limits=Limits(**self.limits))
+
+    def dumps(self) -> str:
+        return json.dumps(dataclasses.asdict(self))
+
+    @classmethod
+    def loads(cls, text: str) -> Job:
+        data = json.loads(text)
+        data["only"] = tuple(data["only"])
+        return cls(**data)
+
+
+class Isolation(Protocol):
+    name: str
+
+    def problem(self) -> str | None:
+        """None when this isolation can be used here, else what is missing and how to get it."""
+        ...
+
+    def grade(self, spec: Spec, submission: Path, options: Options, progress: Progress | None = None) -> RunResult:
+        ...
+
+
+class LocalIsolation:
+    name = "local"
+
+    def problem(self) -> str | None:
+        return None if shutil.which("prlimit") else "the prlimit command (util-linux) is not installed"
+
+    def grade(self, spec: Spec, submission: Path, options: Options, progress: Progress | None = None) -> RunResult:
+        return grade(spec, submission, options, progress, make_backend=local_backend)
+
+
+def _prepare(spec: Spec, submission: Path, options: Options) -> tuple[int, Limits]:
+    """Check what can be checked before crossing a boundary; the seed and limits the grading will use."""
+    if not submission.is_dir():
+        raise UsageError(f"the submission {submission} is not a folder")
+    select_checks(spec, options)  # an unknown --only is a usage error here, not inside
+    seed = options.seed if options.seed is not None else secrets.randbelow(2**31)
+    return seed, options.limits or spec.submission.limits
+
+
+def run_isolated(argv: list[str], results: Path, timeout: float, progress: Progress | None,
+                 what: str) -> RunResult:
+    """Run an isolated harness (``argv``), relay its progress lines, and read its result from ``results``."""
+    try:
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    except OSError as exc:
+        raise HarnessError(f"cannot start the {what}: {exc}") from exc
+    assert proc.stdout is not None and proc.stderr is not None
+    errors: list[bytes] = []
+    stderr_pipe = proc.stderr
+    drain = threading.Thread(target=lambda: errors.append(_read_capped(stderr_pipe)), daemon=True)
+    drain.start()
+    killer = threading.Timer(timeout, proc.kill)
+    killer.start()
+    try:
+        for line in proc.stdout:
+            event = _event(line)
+            if event is not None and progress is not None and "check" in event:
+                progress(CheckResult(**event["check"]))
+        code = proc.wait()
+    finally:
+        killer.cancel()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        drain.join(5)
+    stderr = b"".join(errors).decode("utf-8", "replace").strip()
+    path = results / RESULT_FILE
+    if not path.is_file():
+        late = " (killed: it took longer than its deadline)" if code == -9 else ""
+        raise HarnessError(f"the {what} ended with status {code}{late} and no result: {stderr[-1500:] or 'no output'}")
+    data = json.loads(path.read_text(encoding="utf-8"))
+    if "error" in data:
+        kind, message = data["error"]["kind"], data["error"]["message"]
+        raise UsageError(message) if kind == "usage" else HarnessError(f"in the {what}: {message}")
+    return from_plain(data["result"])
+
+
+def _read_capped(pipe: IO[bytes], cap: int = 64 * 1024) -> bytes:
+    kept = b""
+    for chunk in iter(lambda: pipe.read(4096), b""):
+        kept = (kept + chunk)[-cap:]
+    return kept
+
+
+def _event(line: bytes) -> dict[str, Any] | None:
+    try:
+        event = json.loads(line)
+    except ValueError:
+        return None
+    return event if isinstance(event, dict) else None
+
+
+class SandboxIsolation:
+    """The harness in namespaces of its own, made with bubblewrap; the submission jailed inside."""
+
+    name = "sandbox"
+
+    def problem(self) -> str | None:
+        from grader.driver import jail
+
+        return jail.available()
+
+    def command(self, results: Path, limits: Limits, shown: list[Path]) -> list[str]:
+        """bwrap's command line; ``shown`` are folders the harness reads (the spec's, the submission), bound
+        read-only at their own paths, since the sandbox's /tmp is a fresh one."""
+        binds = [arg for path in shown for arg in ("--ro-bind", str(path), str(path))]
+        return [
+            "bwrap",
+            "--unshare-net", "--unshare-pid", "--unshare-ipc", "--unshare-uts",
+            "--die-with-parent", "--cap-add", "ALL",
+            "--dev-bind", "/", "/", "--proc", "/proc", "--size", str(limits.disk_mb * 1024 * 1024), "--tmpfs", "/tmp",
+            *binds,
+            "--bind", str(results), "/results",
+            "--", sys.executable, "-m", "grader.isolation", f"/results/{JOB_FILE}",
+        ]
+
+    def grade(self, spec: Spec, submission: Path, options: Options, progress: Progress | None = None) -> RunResult:
+        why = self.problem()
+        if why is not None:
+            raise UsageError(f"--backend sandbox is not available here: {why}")
+        seed, limits = _prepare(spec, submission, options)
+        with tempfile.TemporaryDirectory(prefix="grader-sandbox-") as tmp:
+            results = Path(tmp)
+            job = Job.make(spec, submission, options, seed, limits)
+            (results / JOB_FILE).write_text(job.dumps(), encoding="utf-8")
+            argv = self.command(results, limits, [spec.directory.resolve(), submission.resolve()])
+            run = run_isolated(argv, results, limits.wall_seconds + SETUP_GRACE_S, progress, "sandbox")
+        return dataclasses.replace(run, submission=str(submission))
+
+
+ISOLATIONS: dict[str, Isolation] = {"local": LocalIsolation(), "sandbox": SandboxIsolation()}
+
+
+def get(name: str) -> Isolation:
+    try:
+        return ISOLATIONS[name]
+    except KeyError:
+        raise UsageError(f"--backend {name}: expected one of {', '.join(ISOLATIONS)}") from None
+
+
+# -- the isolated side ---------------------------------------------------------------------------------------
+
+
+def _hide_processes() -> None:
+    """Mount /proc so that a process sees only its own user's processes (the harness sees all)."""
+    done = subprocess.run(["mount", "-o", "remount,hidepid=invisible", "/proc"], capture_output=True, text=True,
+                          timeout=30, check=False)
+    if done.returncode != 0:
+        raise HarnessError(f"cannot hide the harness's processes from the submission: {done.stderr.strip()}")
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def inner_main(job_path: Path, hide: bool = True) -> int:
+    """Grade one job inside the isolation, the submission jailed; the result goes beside the job file."""
+    from grader.driver.jail import JailBackend
+
+    out = job_path.parent / RESULT_FILE
+    try:
+        job = Job.loads(job_path.read_text(encoding="utf-8"))
+        if hide:
+            _hide_processes()
+        spec = load_spec(Path(job.spec))
+
+        def progress(result: CheckResult) -> None:
+            sys.stdout.write(json.dumps({"check": dataclasses.asdict(result)}) + "\n")
+            sys.stdout.flush()
+
+        run = grade(spec, Path(job.submission), job.options(), progress, make_backend=JailBackend)
+        _write_atomically(out, json.dumps({"result": to_plain(run)}))
+        return 0
+    except (UsageError, SpecError) as exc:
+        _write_atomically(out, json.dumps({"error": {"kind": "usage", "message": str(exc)}}))
+        return 2
+    except GraderError as exc:
+        _write_atomically(out, json.dumps({"error": {"kind": "harness", "message": str(exc)}}))
+        return 1
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 1:
+        sys.stderr.write("usage: python -m grader.isolation JOB.json (run by the grader inside an isolation)\n")
+        return 2
+    with contextlib.suppress(KeyboardInterrupt):
+        return inner_main(Path(argv[0]))
+    return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
