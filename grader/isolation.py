@@ -111,8 +111,11 @@ def _prepare(spec: Spec, submission: Path, options: Options) -> tuple[int, Limit
 def run_isolated(argv: list[str], results: Path, timeout: float, progress: Progress | None,
                  what: str) -> RunResult:
     """Run an isolated harness (``argv``), relay its progress lines, and read its result from ``results``."""
+    # The isolated harness imports what this one can (a spec's `call` functions among them).
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p and os.path.isdir(p))}
     try:
-        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                env=env)
     except OSError as exc:
         raise HarnessError(f"cannot start the {what}: {exc}") from exc
     assert proc.stdout is not None and proc.stderr is not None

@@ -4,10 +4,17 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need=()
-for tool in gcc make socat curl; do command -v "$tool" >/dev/null 2>&1 || need+=("$tool"); done
+for tool in gcc make socat curl bwrap prlimit setpriv; do command -v "$tool" >/dev/null 2>&1 || need+=("$tool"); done
 if [ ${#need[@]} -gt 0 ]; then
     pkgs=()
-    for t in "${need[@]}"; do case "$t" in gcc) pkgs+=(gcc libc6-dev);; *) pkgs+=("$t");; esac; done
+    for t in "${need[@]}"; do
+        case "$t" in
+            gcc) pkgs+=(gcc libc6-dev);;
+            bwrap) pkgs+=(bubblewrap);;
+            prlimit|setpriv) pkgs+=(util-linux);;
+            *) pkgs+=("$t");;
+        esac
+    done
     SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
     echo "setup: installing ${pkgs[*]} with apt-get" >&2
     $SUDO apt-get update -qq

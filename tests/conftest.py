@@ -9,7 +9,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from progs import MARK_VAR, processes_marked
+from progs import BACKEND_VAR, MARK_VAR, processes_marked
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--backend", default="local", choices=("local", "sandbox"),
+                     help="the backend the step tests (the backend conformance suite) grade with")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    os.environ[BACKEND_VAR] = str(config.getoption("--backend"))
 
 
 @pytest.fixture

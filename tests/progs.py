@@ -16,7 +16,8 @@ from typing import Any
 
 import yaml
 
-from grader.engine.runner import Options, grade
+from grader import isolation
+from grader.engine.runner import Options
 from grader.report.model import RunResult
 from grader.spec.loader import load_spec
 
@@ -165,9 +166,14 @@ class Graded:
         return "\n".join(lines)
 
 
+BACKEND_VAR = "GRADER_TEST_BACKEND"
+
+
 def run_grade(spec_path: Path, submission: Path, *, seed: int = 1, only: tuple[str, ...] = ()) -> Graded:
-    """Load the spec and grade the submission in-process."""
-    result = grade(load_spec(spec_path), submission, Options(seed=seed, only=only))
+    """Load the spec and grade the submission with the backend under test (``pytest --backend``, default local):
+    the step tests are the conformance suite every backend passes."""
+    backend = isolation.get(os.environ.get(BACKEND_VAR, "local"))
+    result = backend.grade(load_spec(spec_path), submission, Options(seed=seed, only=only))
     assert result.status == "graded", f"{result.status}: {result.status_message}\n{result.status_output}"
     return Graded(result)
 

@@ -24,20 +24,31 @@ import fcntl
 import os
 import shutil
 import signal
+import tempfile
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from grader.driver.backend import LocalBackend
 from grader.driver.limits import Limits, prlimit_prefix
 from grader.driver.ports import PortPool
+from grader.driver.process import OUTPUT_CAP, Proc
 from grader.errors import HarnessError
 
 UID_LOW = 61000  # a range no Debian package or login user uses (adduser gives 1000-59999 and 65534)
 UID_COUNT = 900
 SUB_DIR, OUT_DIR, RO_DIR = "/sub", "/out", "/grader"
 _SYSTEM_DIRS = ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/usr", "/etc")
+
+
+def monitor_status(code: int) -> int:
+    """The program's own status from bwrap's: bwrap, the program's parent, exits 128+N when the program was
+    killed by signal N (as a shell does), so that is read back as the signal; a program that itself exits with
+    such a status is taken for killed, as a shell would take it."""
+    if 128 < code < 128 + 65:
+        return -(code - 128)
+    return code
 
 
 class UidLease:
@@ -101,15 +112,27 @@ class JailBackend(LocalBackend):
         why = available()
         if why is not None:
             raise HarnessError(f"cannot jail the submission: {why}")
-        super().__init__(submission_dir, workdir, limits, ports)
+        # The jail's folders: bubblewrap, already running as the submission's user, must pass through every
+        # folder above them to bind them, so they live in a folder of their own in the temporary folder
+        # (which anyone may pass through), not in the harness's private work folder. Others may pass through
+        # it (0711) but not list it; the submission's folders belong to its user alone.
+        self.jail_root = Path(tempfile.mkdtemp(prefix="grader-jail-"))
+        os.chmod(self.jail_root, 0o711)
+        for folder in self.jail_root.parents:
+            if not os.stat(folder).st_mode & 0o001:
+                shutil.rmtree(self.jail_root, ignore_errors=True)
+                raise HarnessError(f"the jail's folder {self.jail_root} is under {folder}, which other users "
+                                   "cannot pass through: set TMPDIR to a folder they can (such as /tmp)")
+        try:
+            super().__init__(submission_dir, self.jail_root, limits, ports)
+        except BaseException:
+            shutil.rmtree(self.jail_root, ignore_errors=True)
+            raise
         self.uid_lease = UidLease()
         self.uid = self.uid_lease.uid
-        self.ro = workdir / "ro"
+        self.ro = self.jail_root / "ro"
         self.ro.mkdir()
         self._exposed: dict[Path, str] = {}
-        # The harness's work folder: others may pass through it (0711) to the folders the jail binds, but
-        # not list it; the submission's folders belong to its user alone.
-        os.chmod(workdir, 0o711)
         os.chmod(self.ro, 0o755)
         _chown_tree(self.submission_dir, self.uid)
         os.chmod(self.submission_dir, 0o700)
@@ -149,6 +172,12 @@ class JailBackend(LocalBackend):
         self._exposed[path] = f"{RO_DIR}/{name}/{path.name}" if with_parent else f"{RO_DIR}/{name}"
         return self._exposed[path]
 
+    def start(self, argv: Sequence[str], extra_env: Mapping[str, str] | None = None, stdin: bytes | None = None,
+              label: str = "submission", stdout_cap: int = OUTPUT_CAP) -> Proc:
+        proc = super().start(argv, extra_env, stdin, label, stdout_cap)
+        proc.decode_status = monitor_status
+        return proc
+
     def output_file(self, name: str) -> tuple[Path, str]:
         return self.outputs / name, f"{OUT_DIR}/{name}"
 
@@ -179,6 +208,7 @@ class JailBackend(LocalBackend):
             kill_user(self.uid)  # a daemon that left the process tree (setsid, double fork) is still its user's
         finally:
             self.uid_lease.release()
+            shutil.rmtree(self.jail_root, ignore_errors=True)
 
 
 def user_pids(uid: int, proc: str = "/proc") -> list[int]:

@@ -68,7 +68,7 @@ class PortPool:
         self.host = host
         self.low = low
         self.high = (high if high is not None else ephemeral_low()) - 1
-        if self.high <= self.low:
+        if self.high < self.low:
             raise HarnessError(f"no port range to lease from ({self.low}-{self.high}): "
                                f"is the ephemeral range in {_RANGE_FILE} too wide?")
         self.lock_dir = lock_dir or default_lock_dir()

@@ -14,7 +14,7 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import IO
 
@@ -139,8 +139,17 @@ class Proc:
             with contextlib.suppress(OSError):
                 pipe.close()
 
+    #: Turns the status the harness's child reports into the program's own (a jail's monitor reports a
+    #: program killed by signal N as exit status 128+N; see grader.driver.jail).
+    decode_status: Callable[[int], int] | None = None
+
+    def _decoded(self, code: int | None) -> int | None:
+        if code is None or self.decode_status is None:
+            return code
+        return self.decode_status(code)
+
     def poll(self) -> int | None:
-        return self.popen.poll()
+        return self._decoded(self.popen.poll())
 
     def alive(self) -> bool:
         return self.popen.poll() is None
@@ -148,12 +157,12 @@ class Proc:
     def wait(self, timeout: float) -> int | None:
         """The exit status, or None if still running after ``timeout`` seconds."""
         try:
-            return self.popen.wait(timeout=max(0.0, timeout))
+            return self._decoded(self.popen.wait(timeout=max(0.0, timeout)))
         except subprocess.TimeoutExpired:
             return None
 
     def status_text(self) -> str:
-        code = self.popen.poll()
+        code = self.poll()
         return "is still running" if code is None else describe_status(code)
 
     def output(self, which: str = "stderr", limit: int = 2000) -> str:
