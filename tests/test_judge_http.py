@@ -12,6 +12,8 @@ from grader.judge.http import (
     HttpParseError,
     HttpRequest,
     HttpResponse,
+    ResponseWatcher,
+    _feed_response,
     line_ending_problems,
     parse_request,
     parse_response,
@@ -38,6 +40,24 @@ def assert_complete_only_at_end(data: bytes, method: str = "GET") -> None:
     for end in range(len(data)):
         assert not response_complete(data[:end], method), f"complete after only {end} bytes"
     assert response_complete(data, method)
+
+
+@pytest.mark.parametrize("data", [CL_RESPONSE, CHUNKED_RESPONSE, EOF_RESPONSE, HEAD_RESPONSE, NO_CONTENT_RESPONSE,
+                                  BINARY_RESPONSE, b"HTTP/1.1 200 OK\nContent-Length: 2\n\nok",
+                                  b"garbage\r\n\r\n", b"HTTP/1.1 100 Continue\r\n\r\n" + CL_RESPONSE])
+@pytest.mark.parametrize("method", ["GET", "HEAD"])
+def test_watcher_fed_as_bytes_arrive_agrees_with_parsing_the_whole(data: bytes, method: str) -> None:
+    """One watcher fed a growing buffer gives, at every length, what a fresh parse of that prefix gives."""
+    watcher = ResponseWatcher(method)
+    buffer = bytearray()
+    for byte in data:
+        buffer.append(byte)
+        assert watcher.complete(bytes(buffer)) == _feed_complete(bytes(buffer), method), len(buffer)
+
+
+def _feed_complete(data: bytes, method: str) -> bool:
+    progress = _feed_response(data, method, eof=False)
+    return progress.done and progress.error is None
 
 
 def assert_every_prefix_fails(data: bytes, method: str = "GET") -> None:

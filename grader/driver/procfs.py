@@ -330,12 +330,79 @@ def process_tree(root_pid: int) -> list[int]:
     processes present in ``/proc`` are returned (zombies included; they hold
     no file descriptors); the root itself is omitted once it has exited.
     """
+    try:
+        names = os.listdir(PROC)
+    except OSError:
+        return []
+    present = {int(n) for n in names if n.isdigit()}
+    stack = [pid for pid in present if _in_session(pid, root_pid)]
+    if root_pid in present:
+        stack.append(root_pid)
+    found: set[int] = set()
+    while stack:
+        pid = stack.pop()
+        if pid in found:
+            continue
+        found.add(pid)
+        kids = _children(pid)
+        if kids is None:  # a kernel without /proc/PID/task/TID/children: every process's parent, once
+            return _process_tree_by_stat(root_pid)
+        stack.extend(kids)
+    return sorted(found)
+
+
+# Processes known to be outside a session: a process never joins a session it was not born in (setsid()
+# makes a session of its own), so what was seen outside stays outside and /proc/PID/stat is read once per
+# process, not at every look. (A child forked inside the session is found through its parent.)
+_outside: dict[int, set[int]] = {}
+_OUTSIDE_ROOTS = 64
+
+
+def _in_session(pid: int, root_pid: int) -> bool:
+    outside = _outside.get(root_pid)
+    if outside is None:
+        if len(_outside) >= _OUTSIDE_ROOTS:
+            _outside.pop(next(iter(_outside)))
+        outside = _outside[root_pid] = set()
+    if pid in outside:
+        return False
+    text = _read_text(os.path.join(PROC, str(pid), "stat"))
+    if text is None:
+        return False
+    try:
+        session = parse_stat(text).session
+    except ValueError:
+        return False
+    if session != root_pid:
+        outside.add(pid)
+        return False
+    return True
+
+
+def _children(pid: int) -> list[int] | None:
+    """The children of every thread of ``pid`` (empty once it is gone), None when the kernel cannot tell."""
+    task_dir = os.path.join(PROC, str(pid), "task")
+    try:
+        tids = os.listdir(task_dir)
+    except OSError:
+        return []
+    kids: list[int] = []
+    for tid in tids:
+        text = _read_text(os.path.join(task_dir, tid, "children"))
+        if text is None:
+            if not os.path.exists(os.path.join(task_dir, tid)):
+                continue  # the thread ended
+            return None
+        kids.extend(int(k) for k in text.split())
+    return kids
+
+
+def _process_tree_by_stat(root_pid: int) -> list[int]:
     stats = _all_stats()
     present = {st.pid for st in stats}
     children: dict[int, list[int]] = {}
     for st in stats:
         children.setdefault(st.ppid, []).append(st.pid)
-
     found: set[int] = set()
     stack = [st.pid for st in stats if st.session == root_pid]
     if root_pid in present:

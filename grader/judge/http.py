@@ -478,6 +478,40 @@ def parse_response(data: bytes, *, request_method: str = "GET", eof: bool = True
     )
 
 
+class ResponseWatcher:
+    """Tells, as bytes arrive, whether a whole response is in: one h11 parser per read, fed only what is new
+    (re-parsing the whole buffer at each arrival costs quadratic time on a large body).
+
+    ``complete(buffer)`` takes the buffer read so far, which only grows between calls; it has the meaning of
+    :func:`response_complete` on that buffer.
+    """
+
+    def __init__(self, request_method: str = "GET") -> None:
+        self.conn = h11.Connection(our_role=h11.CLIENT)
+        self.conn.send(h11.Request(method=request_method.upper(), target="/", headers=[("Host", _SYNTHETIC_HOST)]))
+        self.conn.send(h11.EndOfMessage())
+        self.seen = 0
+        self.state: bool | None = None  # True: complete; False: malformed (never completes); None: not yet
+
+    def complete(self, buffer: bytes) -> bool:
+        if self.state is not None:
+            return self.state
+        if len(buffer) > self.seen:
+            self.conn.receive_data(bytes(buffer[self.seen:]))
+            self.seen = len(buffer)
+        while True:
+            try:
+                event = self.conn.next_event()
+            except h11.RemoteProtocolError:
+                self.state = False
+                return False
+            if isinstance(event, h11.EndOfMessage):
+                self.state = True
+                return True
+            if event is h11.NEED_DATA or event is h11.PAUSED or isinstance(event, h11.ConnectionClosed):
+                return False
+
+
 def response_complete(data: bytes, request_method: str = "GET") -> bool:
     """True once ``data`` holds a whole response whose end does not depend on the connection closing.
 
@@ -485,8 +519,7 @@ def response_complete(data: bytes, request_method: str = "GET") -> bool:
     delimited by connection close is never complete here. Malformed data gives False too (no more
     bytes will complete it; :func:`parse_response` explains what is wrong).
     """
-    progress = _feed_response(data, request_method.upper(), eof=False)
-    return progress.done and progress.error is None
+    return ResponseWatcher(request_method).complete(data)
 
 
 # --------------------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ from pathlib import Path
 from grader.driver.net import RST, TIMEOUT
 from grader.engine.context import CheckContext
 from grader.errors import CheckFailed, SpecError
-from grader.judge.http import HttpParseError, HttpResponse, parse_response, response_complete
+from grader.judge.http import HttpParseError, HttpResponse, ResponseWatcher, parse_response
 from grader.judge.show import describe_mismatch, show
 from grader.spec.model import Args, Step
 from grader.steps.common import NAME, SECONDS, obj
@@ -77,7 +77,7 @@ def expect_http(ctx: CheckContext, st: Step) -> None:
     conn = conn_of(ctx, a)
     method = a.str("method", "GET")
     deadline = ctx.step_deadline(a.get("timeout"))
-    res = conn.read_until(lambda b: response_complete(b, method), deadline)
+    res = conn.read_until(ResponseWatcher(method).complete, deadline)
     data = conn.take()
     if not data:
         raise CheckFailed(f"expected an HTTP response, got nothing: {end_text(res.end)}{_note(ctx, res.end)}")
