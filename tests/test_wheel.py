@@ -7,11 +7,14 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 from pathlib import Path
 
 import yaml
 from installed import Installed, clean_env, sdist_modes, tracked_files, wheel_modes
+from progs import MARK_VAR
+from serving import SERVICES, http_get, start_serve, tcp_echo
 
 SELFTEST_TIMEOUT = 240
 
@@ -112,3 +115,20 @@ def test_installed_list_with_nothing_to_list_says_where_it_looked(installed: Ins
     message = " ".join(listed.stderr.split())
     assert "no specs to list" in message
     assert str(empty) in message and f"{shipped} (missing)" in message
+
+
+def test_installed_grader_serves_the_reference_services(installed: Installed, tmp_path: Path,
+                                                        no_leftover_processes: None) -> None:
+    env = clean_env(installed)
+    env[MARK_VAR] = os.environ[MARK_VAR]  # the fixture's mark: every service must be gone
+    served = start_serve([str(installed.grader), "serve"], tmp_path, env)
+    try:
+        where = served.listening()
+        assert sorted(where) == sorted(SERVICES)
+        head, body = http_get(where["http-server"][1], "/hello%20world.txt")
+        sample = installed.package / "labs" / "reference" / "sample-docroot" / "hello world.txt"
+        assert head.startswith(b"HTTP/1.0 200 ") and body == sample.read_bytes()
+        assert tcp_echo(where["tcp-echo-server"][1], b"installed\n") == b"installed\n"
+    finally:
+        status = served.stop(signal.SIGTERM)
+    assert status == 0, served.errors()
