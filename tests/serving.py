@@ -113,7 +113,12 @@ def http_get(port: int, target: str, host: str = "127.0.0.1") -> tuple[bytes, by
 
 def tcp_echo(port: int, data: bytes, host: str = "127.0.0.1") -> bytes:
     with connect(port, host) as sock:
-        sender = threading.Thread(target=lambda: (sock.sendall(data), sock.shutdown(socket.SHUT_WR)), daemon=True)
+
+        def send() -> None:  # while the echo is read: a large message never deadlocks on full buffers
+            sock.sendall(data)
+            sock.shutdown(socket.SHUT_WR)
+
+        sender = threading.Thread(target=send, daemon=True)
         sender.start()
         echoed = read_to_eof(sock, limit=len(data) + 1)
         sender.join(IO_TIMEOUT)

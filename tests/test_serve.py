@@ -74,7 +74,7 @@ def _free_port_base(host: str, attempts: int = 50) -> int:
     for _ in range(attempts):
         with socket.socket() as probe:
             probe.bind((host, 0))
-            base = probe.getsockname()[1]
+            base: int = probe.getsockname()[1]
         if base > 65535 - 3:
             continue
         socks = []
