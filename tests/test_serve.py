@@ -30,8 +30,15 @@ DOCROOT = catalog.LABS_DIR / "reference" / "sample-docroot"
 def test_serve_runs_every_reference_service_until_sigterm(tmp_path: Path, no_leftover_processes: None) -> None:
     served = start_serve(GRADER, tmp_path)
     try:
-        where = served.listening()
-        assert sorted(where) == sorted(SERVICES)
+        where: dict[str, tuple[str, int, str]] = {}
+        for _ in SERVICES:  # each line is printed once that service listens: it answers at once, at the first try
+            ((name, (host, port, protocols)),) = served.listening(1).items()
+            if "tcp" in protocols.split("+"):
+                connect(port).close()
+            else:
+                assert udp_exchange(port, b"first") == b"first"
+            where[name] = (host, port, protocols)
+        assert list(where) == list(SERVICES)
         assert {name: where[name][2] for name in SERVICES} == {
             "http-server": "tcp", "tcp-echo-server": "tcp", "udp-echo-server": "udp", "time-server": "tcp+udp"}
         assert {host for host, _, _ in where.values()} == {"127.0.0.1"}
@@ -177,4 +184,16 @@ def test_reference_serve_script_still_works(tmp_path: Path, no_leftover_processe
         assert tcp_echo(where["tcp-echo-server"][1], b"still here\n") == b"still here\n"
     finally:
         status = served.stop(signal.SIGTERM)
+    assert status == 0, served.errors()
+
+
+def test_serve_on_ipv6_loopback_stops_on_sighup(tmp_path: Path, no_leftover_processes: None) -> None:
+    served = start_serve([*GRADER, "--host", "::1"], tmp_path)
+    try:
+        where = served.listening()
+        assert {host for host, _, _ in where.values()} == {"::1"}
+        assert tcp_echo(where["tcp-echo-server"][1], b"six\n", host="::1") == b"six\n"
+        assert_rfc868(udp_exchange(where["time-server"][1], b"", host="::1"))
+    finally:
+        status = served.stop(signal.SIGHUP)
     assert status == 0, served.errors()
