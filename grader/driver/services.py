@@ -23,7 +23,7 @@ from grader.driver import procfs
 
 POLL_S = 0.02  # how often /proc and the children are looked at while waiting
 STOP_GRACE_S = 5.0  # a child gets this long after SIGTERM before SIGKILL
-STDERR_TAIL = 5  # lines of a child's stderr kept for an error message
+STDERR_TAIL = 5  # lines of a child's stderr kept (the last non-blank one goes into an error message)
 
 
 class ServiceError(Exception):
@@ -51,14 +51,14 @@ class Running:
     forwarder: threading.Thread | None = None
 
     def exited(self) -> str | None:
-        """None while it runs, else a description of how it ended, with its last stderr lines. The process is
-        not reaped here (see :func:`stop_all`)."""
+        """None while it runs, else how it ended, with the last line it wrote to stderr (e.g. the exception that
+        stopped it). The process is not reaped here (see :func:`stop_all`)."""
         code = _status_unreaped(self.proc)
         if code is None:
             return None
         how = f"exited with status {code}" if code >= 0 else f"was killed by {signal.Signals(-code).name}"
         if self.forwarder is not None:
-            self.forwarder.join(timeout=1.0)  # the pipe closes with the process: its last words are in
+            self.forwarder.join(timeout=1.0)  # its stderr closed when it ended: wait for its last line to be read
         said = next((line.strip() for line in reversed(self.tail) if line.strip()), "")
         return f"{how}" + (f" ({said})" if said else "")
 
