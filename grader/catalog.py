@@ -23,9 +23,16 @@ def specs_dir() -> Path:
 
 
 def search_dirs() -> list[Path]:
-    """Where specs are looked for, first match wins: the course's folders, then the shipped one."""
+    """Where specs are looked for, first match wins: the course's folders, then the shipped one.
+
+    A ``GRADER_SPECS_DIR`` entry that is not a folder is a usage error (a typo would otherwise hide a course's
+    specs behind the shipped ones of the same name).
+    """
     env = os.environ.get("GRADER_SPECS_DIR", "")
     extra = [Path(p).expanduser() for p in env.split(os.pathsep) if p]
+    for folder in extra:
+        if not folder.is_dir():
+            raise UsageError(f"GRADER_SPECS_DIR names {folder}, which is not a folder")
     return [*extra, specs_dir()]
 
 
@@ -51,7 +58,8 @@ def resolve(name: str) -> Path:
 
 
 def where() -> str:
-    return ", ".join(str(d) for d in search_dirs())
+    """The folders searched, in order, a missing one marked (the shipped one is missing from a broken install)."""
+    return ", ".join(str(d) if d.is_dir() else f"{d} (missing)" for d in search_dirs())
 
 
 def lab_root(spec_directory: Path) -> Path:

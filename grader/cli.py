@@ -59,6 +59,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--repeat", type=int, default=1, help="grade everything this many times")
     s.add_argument("--jobs", type=int, default=2, help="gradings at once")
     _grading_args(s)
+    from grader import serve as serve_command
+
+    serve_command.add_arguments(sub.add_parser(
+        "serve", help="run the reference HTTP, TCP echo, UDP echo and time servers (known-good peers)"))
     return p
 
 
@@ -124,6 +128,10 @@ def _dispatch(args: argparse.Namespace, out: Console) -> int:
 
         return run_selftest(args.specs, repeat=args.repeat, jobs=args.jobs, console=out,
                             isolation=isolation.get(args.backend), limits=args.limit)
+    if args.command == "serve":
+        from grader import serve as serve_command
+
+        return serve_command.serve(serve_command.options_from(args))
     raise UsageError(f"unknown command {args.command}")
 
 

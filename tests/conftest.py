@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from installed import Installed, build_dists, make_venv
 from progs import BACKEND_VAR, MARK_VAR, processes_marked
 
 
@@ -38,3 +40,14 @@ def direct_python(monkeypatch: pytest.MonkeyPatch) -> None:
     bindir = Path(sys.base_prefix) / "bin"
     if (bindir / "python3").is_file():
         monkeypatch.setenv("PATH", f"{bindir}{os.pathsep}{os.environ.get('PATH', '')}")
+
+
+@pytest.fixture(scope="session")
+def installed() -> Iterator[Installed]:
+    """The sdist and wheel built from this checkout, the wheel installed into a fresh venv in a temporary folder
+    outside the checkout; built once per test session and removed at its end."""
+    with tempfile.TemporaryDirectory(prefix="grader-wheel-") as tmp:
+        folder = Path(tmp)
+        (folder / "dist").mkdir()
+        sdist, wheel = build_dists(folder / "dist")
+        yield Installed(sdist, wheel, make_venv(folder, wheel))
