@@ -58,11 +58,15 @@ class Job:
     seed: int
     skip_build: bool
     limits: dict[str, Any]
+    jail: str = "jail"  # jail: a user and a mount namespace of its own; user: only a user of its own
+    hide_processes: bool = True  # remount /proc with hidepid (needs CAP_SYS_ADMIN: not in a container)
 
     @classmethod
-    def make(cls, spec: Spec, submission: Path, options: Options, seed: int, limits: Limits) -> Job:
-        return cls(str(spec.path.resolve()), str(submission.resolve()), options.run, options.build,
-                   options.student, tuple(options.only), seed, options.skip_build, dataclasses.asdict(limits))
+    def make(cls, spec: Spec, submission: Path, options: Options, seed: int, limits: Limits,
+             **where: Any) -> Job:
+        job = cls(str(spec.path.resolve()), str(submission.resolve()), options.run, options.build,
+                  options.student, tuple(options.only), seed, options.skip_build, dataclasses.asdict(limits))
+        return dataclasses.replace(job, **where)
 
     def options(self) -> Options:
         return Options(run=self.run, build=self.build, student=self.student, only=tuple(self.only),
@@ -142,11 +146,7 @@ def run_isolated(argv: list[str], results: Path, timeout: float, progress: Progr
     if not path.is_file():
         late = " (killed: it took longer than its deadline)" if code == -9 else ""
         raise HarnessError(f"the {what} ended with status {code}{late} and no result: {stderr[-1500:] or 'no output'}")
-    data = json.loads(path.read_text(encoding="utf-8"))
-    if "error" in data:
-        kind, message = data["error"]["kind"], data["error"]["message"]
-        raise UsageError(message) if kind == "usage" else HarnessError(f"in the {what}: {message}")
-    return from_plain(data["result"])
+    return _read_result(path, what)
 
 
 def _read_capped(pipe: IO[bytes], cap: int = 64 * 1024) -> bytes:
@@ -202,7 +202,107 @@ class SandboxIsolation:
         return dataclasses.replace(run, submission=str(submission))
 
 
-ISOLATIONS: dict[str, Isolation] = {"local": LocalIsolation(), "sandbox": SandboxIsolation()}
+class DockerIsolation:
+    """The harness in a container of the grader image (``--network none``, a read-only root, a sized tmpfs,
+    memory, CPU and process limits, only the capabilities the harness needs), the submission run inside as a
+    user of its own. The container is removed whatever happens, also on Ctrl-C or SIGTERM."""
+
+    name = "docker"
+    JOB_ROOT = "/job"  # a tmpfs only root may enter: the spec, the submission's original and the results
+    CAPS = ["CHOWN", "DAC_OVERRIDE", "FOWNER", "SETUID", "SETGID", "KILL", "SYS_PTRACE"]
+    HARNESS_MB = 512  # beyond the submission's own memory limit
+
+    def problem(self) -> str | None:
+        try:
+            import docker  # noqa: F401
+        except ImportError:
+            return "the docker Python package is not installed: pip install 'socket-lab-grader[docker]'"
+        return None
+
+    def grade(self, spec: Spec, submission: Path, options: Options, progress: Progress | None = None) -> RunResult:
+        from docker.errors import DockerException
+
+        from grader.driver import dockerenv
+
+        why = self.problem()
+        if why is not None:
+            raise UsageError(f"--backend docker is not available here: {why}")
+        seed, limits = _prepare(spec, submission, options)
+        client, image = dockerenv.open_image()
+        root = self.JOB_ROOT
+        with tempfile.TemporaryDirectory(prefix="grader-docker-") as tmp:
+            results = Path(tmp)
+            job = Job.make(spec, submission, options, seed, limits, jail="user", hide_processes=False)
+            job = dataclasses.replace(job, spec=f"{root}/spec/{spec.path.name}", submission=f"{root}/submission")
+            (results / JOB_FILE).write_text(job.dumps(), encoding="utf-8")
+            name = f"grader-{secrets.token_hex(6)}"
+            try:
+                container = client.containers.create(
+                    image.id, name=name, entrypoint=["python", "-m", "grader.isolation"],
+                    command=[f"{root}/results/{JOB_FILE}"],
+                    labels={"org.socket-lab-grader.grading": "1"},
+                    network_mode="none", read_only=True, user="0",
+                    tmpfs={root: "mode=0700", "/tmp": f"size={limits.disk_mb}m,mode=1777"},
+                    volumes={str(spec.directory.resolve()): {"bind": f"{root}/spec", "mode": "ro"},
+                             str(submission.resolve()): {"bind": f"{root}/submission", "mode": "ro"},
+                             str(results): {"bind": f"{root}/results", "mode": "rw"}},
+                    mem_limit=f"{limits.memory_mb + self.HARNESS_MB}m", nano_cpus=1_000_000_000,
+                    pids_limit=limits.processes + 64, cap_drop=["ALL"], cap_add=self.CAPS,
+                    security_opt=["no-new-privileges"],
+                )
+            except DockerException as exc:
+                client.close()
+                raise HarnessError(f"cannot create the grading container: {exc}") from exc
+            try:
+                container.start()
+                run = self._follow(container, results, limits.wall_seconds + SETUP_GRACE_S, progress)
+            except DockerException as exc:
+                raise HarnessError(f"the grading container failed: {exc}") from exc
+            finally:
+                with contextlib.suppress(DockerException):
+                    container.remove(force=True)
+                client.close()
+        return dataclasses.replace(run, submission=str(submission))
+
+    @staticmethod
+    def _follow(container: Any, results: Path, timeout: float, progress: Progress | None) -> RunResult:
+        """Relay the container's progress lines until it ends (killed at ``timeout``); read its result."""
+        def kill() -> None:
+            with contextlib.suppress(Exception):  # it may have ended in the meantime
+                container.kill()
+
+        killer = threading.Timer(timeout, kill)
+        killer.start()
+        pending = b""
+        try:
+            for chunk in container.logs(stream=True, follow=True, stdout=True, stderr=False):
+                pending += chunk
+                *lines, pending = pending.split(b"\n")
+                for line in lines:
+                    event = _event(line)
+                    if event is not None and progress is not None and "check" in event:
+                        progress(CheckResult(**event["check"]))
+            status = container.wait(timeout=timeout)
+        finally:
+            killer.cancel()
+        code = status.get("StatusCode")
+        path = results / RESULT_FILE
+        if not path.is_file():
+            logs = container.logs(stdout=False, stderr=True)[-1500:].decode("utf-8", "replace")
+            raise HarnessError(f"the grading container ended with status {code} and no result: {logs or 'no output'}")
+        return _read_result(path, "grading container")
+
+
+def _read_result(path: Path, what: str) -> RunResult:
+    data = json.loads(path.read_text(encoding="utf-8"))
+    if "error" in data:
+        kind, message = data["error"]["kind"], data["error"]["message"]
+        raise UsageError(message) if kind == "usage" else HarnessError(f"in the {what}: {message}")
+    return from_plain(data["result"])
+
+
+ISOLATIONS: dict[str, Isolation] = {"local": LocalIsolation(), "sandbox": SandboxIsolation(),
+                                    "docker": DockerIsolation()}
 
 
 def get(name: str) -> Isolation:
@@ -231,12 +331,12 @@ def _write_atomically(path: Path, text: str) -> None:
 
 def inner_main(job_path: Path, hide: bool = True) -> int:
     """Grade one job inside the isolation, the submission jailed; the result goes beside the job file."""
-    from grader.driver.jail import JailBackend
+    from grader.driver.jail import JailBackend, UserBackend
 
     out = job_path.parent / RESULT_FILE
     try:
         job = Job.loads(job_path.read_text(encoding="utf-8"))
-        if hide:
+        if hide and job.hide_processes:
             _hide_processes()
         spec = load_spec(Path(job.spec))
 
@@ -244,7 +344,8 @@ def inner_main(job_path: Path, hide: bool = True) -> int:
             sys.stdout.write(json.dumps({"check": dataclasses.asdict(result)}) + "\n")
             sys.stdout.flush()
 
-        run = grade(spec, Path(job.submission), job.options(), progress, make_backend=JailBackend)
+        backend = UserBackend if job.jail == "user" else JailBackend
+        run = grade(spec, Path(job.submission), job.options(), progress, make_backend=backend)
         _write_atomically(out, json.dumps({"result": to_plain(run)}))
         return 0
     except (UsageError, SpecError) as exc:

@@ -84,12 +84,14 @@ class UidLease:
                 self._fd = None
 
 
-def available() -> str | None:
-    """None when jails can be made here, else what is missing, said so a person can fix it."""
+def available(view: bool = True) -> str | None:
+    """None when jails can be made here (``view``: with a mount namespace of their own), else what is missing,
+    said so a person can fix it."""
     if os.geteuid() != 0:
         return ("the jail runs each submission as a user of its own, which needs root: run the grader as root "
                 "(e.g. with sudo, or in a container), or use --backend local")
-    for tool, package in (("bwrap", "bubblewrap"), ("setpriv", "util-linux"), ("prlimit", "util-linux")):
+    tools = (("bwrap", "bubblewrap"),) if view else ()
+    for tool, package in (*tools, ("setpriv", "util-linux"), ("prlimit", "util-linux")):
         if shutil.which(tool) is None:
             return f"the {tool} command is not installed: apt-get install {package}"
     return None
@@ -106,10 +108,11 @@ class JailBackend(LocalBackend):
     """A :class:`LocalBackend` whose programs run jailed (see the module's text). Root only."""
 
     name = "jail"
+    view = True  # a mount namespace of its own (bubblewrap); without, only the user and file permissions
 
     def __init__(self, submission_dir: Path, workdir: Path, limits: Limits | None = None,
                  ports: PortPool | None = None) -> None:
-        why = available()
+        why = available(self.view)
         if why is not None:
             raise HarnessError(f"cannot jail the submission: {why}")
         # The jail's folders: bubblewrap, already running as the submission's user, must pass through every
@@ -169,7 +172,8 @@ class JailBackend(LocalBackend):
                 shutil.copy2(source, target)
         except OSError as exc:
             raise HarnessError(f"cannot give the submission {path}: {exc}") from exc
-        self._exposed[path] = f"{RO_DIR}/{name}/{path.name}" if with_parent else f"{RO_DIR}/{name}"
+        base = RO_DIR if self.view else str(self.ro)
+        self._exposed[path] = f"{base}/{name}/{path.name}" if with_parent else f"{base}/{name}"
         return self._exposed[path]
 
     def start(self, argv: Sequence[str], extra_env: Mapping[str, str] | None = None, stdin: bytes | None = None,
@@ -179,10 +183,13 @@ class JailBackend(LocalBackend):
         return proc
 
     def output_file(self, name: str) -> tuple[Path, str]:
-        return self.outputs / name, f"{OUT_DIR}/{name}"
+        return self.outputs / name, f"{OUT_DIR}/{name}" if self.view else str(self.outputs / name)
 
     def prefix(self) -> list[str]:
         uid = str(self.uid)
+        if not self.view:
+            return [*prlimit_prefix(self.limits, uid=self.uid),
+                    "setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "--no-new-privs", "--"]
         view: list[str] = []
         for folder in _SYSTEM_DIRS:
             if os.path.islink(folder):
@@ -209,6 +216,20 @@ class JailBackend(LocalBackend):
         finally:
             self.uid_lease.release()
             shutil.rmtree(self.jail_root, ignore_errors=True)
+
+
+class UserBackend(JailBackend):
+    """A jail without a mount namespace, for where user namespaces are not allowed (a container under Docker's
+    default seccomp profile): each program runs as a user of its own, and file permissions keep it from
+    everything but its own folders (the container holds nothing else it may read)."""
+
+    name = "user"
+    view = False
+
+    def env(self, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+        env = super().env(extra)
+        env["HOME"] = str(self.submission_dir)
+        return env
 
 
 def user_pids(uid: int, proc: str = "/proc") -> list[int]:
