@@ -208,6 +208,12 @@ def _labels(image: str) -> dict[str, str] | None:
     return {str(k): str(v) for k, v in labels.items()} if isinstance(labels, dict) else {}
 
 
+def _drop_replaced(old_id: str | None, image: str) -> None:
+    """Remove the image that ``image`` replaced (an untagged leftover), when nothing uses it any more."""
+    if old_id and old_id != _image_id(image):
+        subprocess.run(["docker", "image", "rm", old_id], capture_output=True, timeout=QUERY_TIMEOUT_S, check=False)
+
+
 def _image_id(image: str) -> str:
     return run(["docker", "image", "inspect", "--format", "{{.Id}}", image], QUERY_TIMEOUT_S,
                what=f"docker image inspect {image}", capture=True).strip()
@@ -227,6 +233,7 @@ def ensure_base(*, mirror: str | None, force: bool, timeout: float) -> str:
         raise BuildError(f"debootstrap is missing (it makes the base image {BASE_IMAGE}): {START_DEBOOTSTRAP}")
     if os.geteuid() != 0:
         raise BuildError(f"making the base image {BASE_IMAGE} with debootstrap needs root: run this as root")
+    old_id = _image_id(BASE_IMAGE) if labels is not None else None
     uri = mirror or debian_mirror()
     say(f"base {BASE_IMAGE}: debootstrap {SUITE} from {uri} (the machine's apt sources)")
     started = time.monotonic()
@@ -246,6 +253,7 @@ def ensure_base(*, mirror: str | None, force: bool, timeout: float) -> str:
     finally:
         _remove_tree(work)
     say(f"base {BASE_IMAGE}: made in {time.monotonic() - started:.0f} s")
+    _drop_replaced(old_id, BASE_IMAGE)
     return _image_id(BASE_IMAGE)
 
 
@@ -354,6 +362,7 @@ def ensure_image(root: Path, name: str, base_id: str, *, force: bool, timeout: f
             and labels.get(dockerenv.LABEL_BASE) == base_id and not force):
         say(f"image {name}: up to date (sources {inputs[:12]}), reused")
         return
+    old_id = _image_id(name) if labels is not None else None
     started = time.monotonic()
     try:
         fill_wheelhouse(root, BASE_IMAGE, timeout)
@@ -369,6 +378,7 @@ def ensure_image(root: Path, name: str, base_id: str, *, force: bool, timeout: f
     if dockerenv.inputs_digest(root) != inputs:
         raise BuildError(f"the sources changed while {name} was being built: run {dockerenv.BUILD_COMMAND} again")
     say(f"image {name}: built in {time.monotonic() - started:.0f} s")
+    _drop_replaced(old_id, name)
 
 
 def say(message: str) -> None:

@@ -66,7 +66,7 @@ def connect(timeout: float = ENGINE_TIMEOUT_S) -> DockerClient:
         client = docker.from_env(version="auto", timeout=int(timeout))
         client.ping()
     except DockerException as exc:
-        raise HarnessError(f"no Docker engine at {engine_address()} ({_cause(exc)}): {START_DOCKERD}") from exc
+        raise HarnessError(f"no Docker engine at {engine_address()} ({_why(exc)}): {START_DOCKERD}") from exc
     return client
 
 
@@ -131,6 +131,18 @@ def inputs_digest(root: Path) -> str:
             kind, body = (b"x" if info.st_mode & 0o111 else b"f"), path.read_bytes()
         digest.update(rel.as_posix().encode() + b"\0" + kind + hashlib.sha256(body).digest())
     return digest.hexdigest()
+
+
+def _why(exc: BaseException) -> str:
+    """Why the engine did not answer, in a few words."""
+    text = str(exc)
+    if "FileNotFoundError" in text or "No such file" in text:
+        return "no socket there"
+    if "PermissionError" in text or "Permission denied" in text:
+        return "permission denied: run as root or as a member of the docker group"
+    if "Connection refused" in text or "ConnectionRefused" in text:
+        return "connection refused"
+    return _cause(exc)
 
 
 def _cause(exc: BaseException) -> str:
