@@ -54,7 +54,7 @@ RUN set -eu; \
     /opt/venv/bin/pip install --no-cache-dir --disable-pip-version-check --no-deps $offline /opt/src; \
     rm -rf /opt/src /opt/wheelhouse /opt/requirements.txt; \
     /opt/venv/bin/python -c "from grader.driver.preload import build_preload; print(build_preload())"; \
-    chmod -R go-w /opt/venv /opt/grader-cache; \
+    chmod -R go-w /opt/grader-cache; \
     /opt/venv/bin/grader list
 
 ENV PATH=/opt/venv/bin:$PATH LANG=C.UTF-8
