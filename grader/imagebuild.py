@@ -369,9 +369,10 @@ def ensure_image(root: Path, name: str, base_id: str, *, force: bool, timeout: f
         say(f"image {name}: docker build --network none on {BASE_IMAGE} (sources {inputs[:12]})")
         latest = f"{dockerenv.IMAGE_REPOSITORY}:latest"
         tags = [name] + ([latest] if name == dockerenv.DEFAULT_IMAGE else [])
-        run(["docker", "build", "--network", "none", "--build-arg", f"BASE={BASE_IMAGE}", "--build-arg", "APT=never",
-             "--label", f"{dockerenv.LABEL_INPUTS}={inputs}", "--label", f"{dockerenv.LABEL_BASE}={base_id}",
-             "--label", f"{dockerenv.LABEL_VERSION}={__version__}",
+        # --force-rm: a step that fails leaves no container behind
+        run(["docker", "build", "--network", "none", "--force-rm", "--build-arg", f"BASE={BASE_IMAGE}",
+             "--build-arg", "APT=never", "--label", f"{dockerenv.LABEL_INPUTS}={inputs}",
+             "--label", f"{dockerenv.LABEL_BASE}={base_id}", "--label", f"{dockerenv.LABEL_VERSION}={__version__}",
              *[a for t in tags for a in ("-t", t)], str(root)], timeout, what="docker build")
     finally:
         clear_wheelhouse(root)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import shutil
 import socket
+import subprocess
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -184,3 +185,31 @@ def test_a_stale_image_is_caught(client: DockerClient, image: Image, tmp_path: P
     spec.write_text(spec.read_text() + "\n")
     with pytest.raises(HarnessError, match=r"is out of date: .*run scripts/build-image"):
         dockerenv.check_image(client, root=copy)
+
+
+def _docker(*args: str, timeout: float = RUN_TIMEOUT_S) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["docker", *args], capture_output=True, text=True, timeout=timeout, check=False)
+
+
+def test_the_dockerfile_names_what_a_base_lacks_instead_of_reaching_apt(client: DockerClient, tmp_path: Path) -> None:
+    # The image above was built on a base with every Debian package, so its build skipped apt-get; a base that
+    # lacks socat, built with APT=never (as scripts/build-image does), is refused with the package named.
+    lacking = f"{PREFIX}base-without-socat:test"
+    (tmp_path / "Dockerfile").write_text(
+        f"FROM {imagebuild.BASE_IMAGE}\nRUN dpkg --purge --force-depends socat >/dev/null\n"
+    )
+    try:
+        made = _docker("build", "--network", "none", "--force-rm", "-q", "-t", lacking, str(tmp_path))
+        assert made.returncode == 0, made.stderr
+        built = _docker("build", "--network", "none", "--force-rm", "--build-arg", f"BASE={lacking}",
+                        "--build-arg", "APT=never", str(ROOT))
+        assert built.returncode != 0
+        assert "the base image lacks: socat (APT=never forbids apt-get)" in built.stdout + built.stderr
+        assert "Reading package lists" not in built.stdout + built.stderr  # apt-get never ran
+    finally:  # the failed build's cached steps on that base, then the base
+        steps = _docker("image", "ls", "-q", "--filter", "dangling=true", "--filter", f"since={lacking}").stdout.split()
+        if steps:
+            _docker("image", "rm", *steps)
+        _docker("image", "rm", "--force", lacking)
+    assert not client.images.list(name=lacking.split(":")[0])
+
