@@ -37,7 +37,7 @@ RUN useradd --uid 10001 --user-group --no-create-home --home-dir /nonexistent --
 
 # The dependencies first (their layer is reused while pyproject.toml and the wheelhouse stay the same).
 COPY wheelhouse/ /opt/wheelhouse/
-COPY pyproject.toml README.md /opt/src/
+COPY pyproject.toml /opt/src/
 RUN set -eu; cd /opt/src; \
     python3 -c "import tomllib; print(chr(10).join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" \
         > /opt/requirements.txt; \
@@ -45,6 +45,7 @@ RUN set -eu; cd /opt/src; \
     python3 -m venv /opt/venv; \
     /opt/venv/bin/pip install --no-cache-dir --disable-pip-version-check $offline -r /opt/requirements.txt
 
+COPY README.md /opt/src/
 COPY grader /opt/src/grader
 # The shortio preload library is compiled now, into a cache folder the harness finds through XDG_CACHE_HOME, so
 # nothing is compiled (or written) at grading time, also with a read-only root file system.
