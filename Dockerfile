@@ -59,6 +59,7 @@ RUN set -eu; \
     /opt/venv/bin/grader list
 
 ENV PATH=/opt/venv/bin:$PATH LANG=C.UTF-8
+# dockerenv.LABEL_USER: the docker backend reads the user to run submissions as
 LABEL org.socket-lab-grader.submission-user="student:10001"
 WORKDIR /
 ENTRYPOINT ["grader"]

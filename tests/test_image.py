@@ -79,6 +79,7 @@ def test_the_image_is_built_from_this_checkout(client: DockerClient, image: Imag
     labels = image.labels
     assert labels[dockerenv.LABEL_INPUTS] == dockerenv.inputs_digest(ROOT), "stale image: run scripts/build-image"
     assert labels[dockerenv.LABEL_VERSION] == __version__
+    assert labels[dockerenv.LABEL_USER] == f"{dockerenv.SUBMISSION_USER}:{dockerenv.SUBMISSION_UID}"
     base = client.images.get(imagebuild.BASE_IMAGE)
     assert labels[dockerenv.LABEL_BASE] == base.id
     assert base.labels[imagebuild.LABEL_RECIPE] == imagebuild.recipe_digest()
@@ -164,10 +165,22 @@ def test_no_engine_says_how_to_start_it(monkeypatch: pytest.MonkeyPatch, tmp_pat
         bound.close()
 
 
-def test_no_image_says_how_to_build_it(client: DockerClient) -> None:
+def test_no_image_says_how_to_build_it(client: DockerClient, monkeypatch: pytest.MonkeyPatch) -> None:
     name = f"socket-lab-grader:absent-{uuid.uuid4().hex[:8]}"
     with pytest.raises(HarnessError, match=rf"no image {name}: run scripts/build-image"):
         dockerenv.find_image(client, name)
+    monkeypatch.setenv(dockerenv.IMAGE_ENV, name)
+    with pytest.raises(HarnessError, match=rf"no image {name}: run scripts/build-image"):
+        dockerenv.open_image()
+
+
+def test_open_image_gives_the_engine_and_the_checked_image(image: Image) -> None:
+    client, found = dockerenv.open_image()
+    try:
+        assert found.id == image.id
+        assert dockerenv.source_root() == ROOT
+    finally:
+        client.close()
 
 
 def _copy_inputs(dst: Path) -> Path:

@@ -29,6 +29,7 @@ BUILD_COMMAND = "scripts/build-image"
 LABEL_INPUTS = "org.socket-lab-grader.inputs"  # inputs_digest() of the checkout the image was built from
 LABEL_BASE = "org.socket-lab-grader.base"  # the id of the base image it was built on
 LABEL_VERSION = "org.socket-lab-grader.version"
+LABEL_USER = "org.socket-lab-grader.submission-user"  # set by the Dockerfile: "student:10001"
 
 SUBMISSION_USER = "student"  # the unprivileged user that exists in the image to run submissions as
 SUBMISSION_UID = 10001
@@ -100,6 +101,17 @@ def check_image(client: DockerClient, name: str | None = None, root: Path | None
                 f"checkout {root} is now {now[:12]}: run {BUILD_COMMAND}"
             )
     return image
+
+
+def open_image(name: str | None = None) -> tuple[DockerClient, Image]:
+    """The engine and the checked image in one call (what the docker backend needs before grading): HarnessError
+    when there is no engine, no image, or an image older than the checkout this package runs from."""
+    client = connect()
+    try:
+        return client, check_image(client, name, source_root())
+    except BaseException:
+        client.close()
+        raise
 
 
 def source_root() -> Path | None:
