@@ -130,12 +130,23 @@ def _paragraphs(text: str) -> list[dict[str, str]]:
     return paragraphs
 
 
+# The suites of Debian's main archive: a mirror that serves one of them serves bookworm too (the security archive,
+# "<suite>-security", has another layout and is never taken).
+DEBIAN_SUITES = frozenset(
+    {"bullseye", "bookworm", "trixie", "forky", "sid", "oldstable", "stable", "testing", "unstable"}
+)
+
+
 def debian_mirror(suite: str = SUITE, apt_dir: Path = APT_DIR) -> str:
-    """The URI of the first enabled apt source for ``suite`` with the ``main`` component."""
-    for source in apt_sources(apt_dir):
-        if suite in source.suites and "main" in source.components and source.uri.split(":", 1)[0] in (
-            "http", "https", "ftp", "file",
-        ):
+    """The URI of the first enabled apt source for ``suite`` with the ``main`` component; failing that, of one for
+    another suite of Debian's main archive (a machine on trixie still has a mirror that serves bookworm)."""
+    usable = [s for s in apt_sources(apt_dir)
+              if "main" in s.components and s.uri.split(":", 1)[0] in ("http", "https", "ftp", "file")]
+    for source in usable:
+        if suite in source.suites:
+            return source.uri
+    for source in usable:
+        if DEBIAN_SUITES.intersection(source.suites):
             return source.uri
     raise BuildError(
         f"no apt source for Debian {suite} main in {apt_dir}/sources.list or {apt_dir}/sources.list.d/ "

@@ -59,10 +59,20 @@ def test_a_disabled_source_or_one_without_main_is_passed_over(tmp_path: Path) ->
     assert debian_mirror("bookworm", apt_dir(tmp_path, parts=parts)) == "http://good.invalid/debian"
 
 
+def test_a_mirror_of_another_debian_suite_serves_too(tmp_path: Path) -> None:
+    listing = (
+        "deb http://ubuntu.invalid/ubuntu noble main\n"
+        "deb http://security.invalid/debian-security trixie-security main\n"
+        "deb http://trixie.invalid/debian trixie main\n"
+    )
+    assert debian_mirror("bookworm", apt_dir(tmp_path, listing)) == "http://trixie.invalid/debian"
+
+
 def test_no_source_for_the_suite_says_what_to_do(tmp_path: Path) -> None:
-    only_other = apt_dir(tmp_path, "deb http://ubuntu.invalid/ubuntu noble main\n", {"x.sources": DEB822})
-    with pytest.raises(BuildError, match=r"no apt source for Debian trixie main .*--mirror URI"):
-        debian_mirror("trixie", only_other)
+    only_other = apt_dir(tmp_path, "deb http://ubuntu.invalid/ubuntu noble main\n",
+                         {"x.sources": DEB822.replace("bookworm", "jammy")})
+    with pytest.raises(BuildError, match=r"no apt source for Debian bookworm main .*--mirror URI"):
+        debian_mirror("bookworm", only_other)
 
 
 def test_a_step_that_hangs_is_stopped_at_its_deadline(tmp_path: Path) -> None:
