@@ -10,7 +10,7 @@
 #   - wheelhouse/ holding wheels (the pinned dependencies, setuptools and wheel): pip installs with --no-index;
 #     with no wheels there (a fresh checkout), pip uses its index as usual;
 #   - APT=auto installs only what the base lacks; APT=never makes a base that lacks something an error.
-# The build works with the classic builder and BuildKit alike.
+# Each tool's Debian package has its name. The build works with the classic builder and BuildKit alike.
 ARG BASE=python:3.11-slim-bookworm
 FROM ${BASE}
 
@@ -25,9 +25,9 @@ RUN set -eu; missing=""; \
         echo "the base image lacks:$missing (APT=never forbids apt-get): build the base with scripts/build-image" >&2; \
         exit 1; \
     else \
+        echo "installing with apt-get:$missing"; \
         apt-get update \
-        && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-            gcc libc6-dev make socat curl ca-certificates python3-venv \
+        && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $missing ca-certificates \
         && rm -rf /var/lib/apt/lists/*; \
     fi
 
