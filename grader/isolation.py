@@ -209,14 +209,14 @@ class DockerIsolation:
 
     name = "docker"
     JOB_ROOT = "/job"  # a tmpfs only root may enter: the spec, the submission's original and the results
-    CAPS = ["CHOWN", "DAC_OVERRIDE", "FOWNER", "SETUID", "SETGID", "KILL", "SYS_PTRACE"]
+    CAPS = ("CHOWN", "DAC_OVERRIDE", "FOWNER", "SETUID", "SETGID", "KILL", "SYS_PTRACE")
     HARNESS_MB = 512  # beyond the submission's own memory limit
 
     def problem(self) -> str | None:
         try:
             import docker  # noqa: F401
         except ImportError:
-            return "the docker Python package is not installed: pip install 'socket-lab-grader[docker]'"
+            return "the docker Python package is not installed (pip install docker)"
         return None
 
     def grade(self, spec: Spec, submission: Path, options: Options, progress: Progress | None = None) -> RunResult:
@@ -238,7 +238,7 @@ class DockerIsolation:
             name = f"grader-{secrets.token_hex(6)}"
             try:
                 container = client.containers.create(
-                    image.id, name=name, entrypoint=["python", "-m", "grader.isolation"],
+                    image, name=name, entrypoint=["python", "-m", "grader.isolation"],
                     command=[f"{root}/results/{JOB_FILE}"],
                     labels={"org.socket-lab-grader.grading": "1"},
                     network_mode="none", read_only=True, user="0",
@@ -247,7 +247,7 @@ class DockerIsolation:
                              str(submission.resolve()): {"bind": f"{root}/submission", "mode": "ro"},
                              str(results): {"bind": f"{root}/results", "mode": "rw"}},
                     mem_limit=f"{limits.memory_mb + self.HARNESS_MB}m", nano_cpus=1_000_000_000,
-                    pids_limit=limits.processes + 64, cap_drop=["ALL"], cap_add=self.CAPS,
+                    pids_limit=limits.processes + 64, cap_drop=["ALL"], cap_add=list(self.CAPS),
                     security_opt=["no-new-privileges"],
                 )
             except DockerException as exc:

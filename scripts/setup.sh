@@ -26,4 +26,6 @@ if [ ! -x .venv/bin/python ]; then
     "$PY" -m venv .venv
 fi
 .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[dev]'
+# Docker, debootstrap, bubblewrap and the grader's images (GRADER_SETUP_DOCKER=0 skips this).
+[ "${GRADER_SETUP_DOCKER:-1}" = 0 ] || bash scripts/setup-docker.sh
 echo "setup: ready (.venv/bin/grader)" >&2
