@@ -242,7 +242,7 @@ class DockerIsolation:
                     command=[f"{root}/results/{JOB_FILE}"],
                     labels={"org.socket-lab-grader.grading": "1"},
                     network_mode="none", read_only=True, user="0",
-                    tmpfs={root: "mode=0700", "/tmp": f"size={limits.disk_mb}m,mode=1777"},
+                    tmpfs={root: "mode=0700", "/tmp": f"size={limits.disk_mb}m,mode=1777,exec", "/run": "mode=0755"},
                     volumes={str(spec.directory.resolve()): {"bind": f"{root}/spec", "mode": "ro"},
                              str(submission.resolve()): {"bind": f"{root}/submission", "mode": "ro"},
                              str(results): {"bind": f"{root}/results", "mode": "rw"}},
