@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from grader import catalog
+from grader.engine.feedback import CHECK_DEFAULTS, FeedbackOptions
 from grader.engine.runner import Options, grade
 from grader.errors import GraderError, SpecError, UsageError
 from grader.report.jsonout import to_json
@@ -43,6 +44,12 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--only", nargs="+", default=[], metavar="ID", help="run only these checks")
     c.add_argument("--seed", type=int, help="fault-injection seed (to replay a verdict)")
     c.add_argument("--quiet", action="store_true", help="no terminal report")
+    c.add_argument("--no-differential", action="store_true",
+                   help="do not run failed checks against the reference program to show where they part")
+    c.add_argument("--no-shrink", action="store_true",
+                   help="do not look for the smallest fragmentation or short-I/O schedule that still fails")
+    c.add_argument("--pcap", type=Path, metavar="DIR",
+                   help="write a packet capture (pcap) of each failed check's traffic into DIR (needs tcpdump)")
     v = sub.add_parser("validate", help="validate spec files")
     v.add_argument("specs", nargs="+")
     sub.add_parser("list", help="list the shipped specs")
@@ -114,8 +121,13 @@ def _dispatch(args: argparse.Namespace, out: Console) -> int:
 
 def _check(args: argparse.Namespace, out: Console) -> int:
     spec = load_spec(catalog.resolve(args.spec))
+    feedback = FeedbackOptions(
+        differential=CHECK_DEFAULTS.differential and not args.no_differential,
+        shrink=CHECK_DEFAULTS.shrink and not args.no_shrink,
+        pcap=args.pcap,
+    )
     options = Options(run=args.run, build=args.build, student=args.student, only=tuple(args.only),
-                      seed=args.seed)
+                      seed=args.seed, feedback=feedback)
 
     def progress(result: CheckResult) -> None:
         if not args.quiet and out.is_terminal:

@@ -1,0 +1,92 @@
+"""Feedback on a failed check beyond its verdict: the reference's bytes beside the submission's, the smallest
+fault injection that still fails, and a packet capture of the check's traffic.
+
+:class:`Feedback` wraps each run of a check for the runner. Nothing here runs for a passing check (apart from
+the packet capture, which only runs with ``--pcap`` and is deleted when the check passes).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from grader.driver.backend import LocalBackend
+from grader.engine.context import Shared
+from grader.engine.differential import ReferenceRunner, RunCheck, differential
+from grader.engine.supervisor import Supervisor
+from grader.engine.transcript import Transcript
+from grader.report.model import CheckResult
+from grader.spec.model import Check, Spec
+
+
+@dataclass(frozen=True)
+class FeedbackOptions:
+    """Which feedback to give on failed checks. The library's default is none (selftest, tests and benches
+    grade many programs that fail on purpose); ``grader check`` turns the differential and the shrinking on."""
+
+    differential: bool = False
+    shrink: bool = False
+    pcap: Path | None = None
+
+
+NO_FEEDBACK = FeedbackOptions()
+CHECK_DEFAULTS = FeedbackOptions(differential=True, shrink=True)  # what `grader check` gives unless told not to
+
+
+class Feedback:
+    """Runs a grading run's checks with the feedback its options ask for."""
+
+    def __init__(
+        self,
+        spec: Spec,
+        options: FeedbackOptions,
+        seed: int,
+        backend: LocalBackend,
+        supervisor: Supervisor | None,
+        workdir: Path,
+        template: str,
+        placeholders: dict[str, str],
+        run_check: RunCheck,
+    ) -> None:
+        self.spec = spec
+        self.options = options
+        self.seed = seed
+        self.backend = backend
+        self.supervisor = supervisor
+        self.workdir = workdir
+        self.template = template
+        self.placeholders = placeholders
+        self._run_check = run_check
+        self._reference: ReferenceRunner | None = None
+
+    def _run(self, check: Check, transcript: Transcript | None = None,
+             on_ready: Callable[[Shared], None] | None = None) -> CheckResult:
+        return self._run_check(self.spec, check, self.backend, self.supervisor, self.seed, self.workdir,
+                               self.template, self.placeholders, transcript=transcript, on_ready=on_ready)
+
+    def run(self, check: Check) -> CheckResult:
+        """Run ``check`` once and, when it fails, add what the options ask for."""
+        transcript = Transcript()
+        result = self._run(check, transcript)
+        if result.outcome != "failed":
+            return result
+        if self.options.differential and check.differential:
+            result = self._differential(check, result, transcript)
+        return result
+
+    def _differential(self, check: Check, result: CheckResult, transcript: Transcript) -> CheckResult:
+        if self._reference is None:
+            self._reference = ReferenceRunner(self.spec, self.seed, self._run_check)
+        ran = self._reference.run(check)
+        if ran is None:
+            return result
+        ref_result, ref_transcript = ran
+        assert self.spec.reference is not None
+        return dataclasses.replace(result, differential=differential(self.spec.reference, ref_result,
+                                                                      ref_transcript, transcript))
+
+    def close(self) -> None:
+        if self._reference is not None:
+            self._reference.close()
