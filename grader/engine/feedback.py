@@ -15,6 +15,7 @@ from pathlib import Path
 from grader.driver.backend import LocalBackend
 from grader.engine.context import Shared
 from grader.engine.differential import ReferenceRunner, RunCheck, differential
+from grader.engine.shrink import shrink_short_io, shrink_split, split_sites
 from grader.engine.supervisor import Supervisor
 from grader.engine.transcript import Transcript
 from grader.report.model import CheckResult
@@ -74,7 +75,22 @@ class Feedback:
             return result
         if self.options.differential and check.differential:
             result = self._differential(check, result, transcript)
+        if self.options.shrink:
+            result = self._shrink(check, result)
         return result
+
+    def _trial(self, variant: Check, timeout: float) -> str:
+        return self._run(dataclasses.replace(variant, timeout=timeout)).outcome
+
+    def _shrink(self, check: Check, result: CheckResult) -> CheckResult:
+        sites = split_sites(check, self.spec.directory)
+        if sites:
+            smallest = shrink_split(check, sites, self._trial)
+        elif check.short_io is not None:
+            smallest = shrink_short_io(check, self._trial)
+        else:
+            return result
+        return result if smallest is None else dataclasses.replace(result, smallest=smallest)
 
     def _differential(self, check: Check, result: CheckResult, transcript: Transcript) -> CheckResult:
         if self._reference is None:

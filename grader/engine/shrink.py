@@ -1,0 +1,280 @@
+"""The smallest failing case: when a check that fragments a request or shortens reads/writes fails, look for
+the smallest variation of its fault injection that still fails it, and say it in words.
+
+Fragments: first the request whole (does it fail at all without fragments?), then two pieces split after byte
+1, 2, 3, ... (the earliest split first), then three and more pieces from the check's own split points, in
+order. Short I/O: first none at all, then one direction only, then no EINTR, then ever larger caps (the mildest
+schedule that still fails). Each variation is the same check with the same seed, run by the caller's ``trial``
+function; the search stops at the first failing variation, after :data:`MAX_TRIALS` variations, or when the
+time :data:`BUDGET_S` is spent, so it is deterministic for a deterministic program and replayable with
+``--seed`` and ``--only``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import random
+import re
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from types import MappingProxyType
+
+from grader.judge.show import escape
+from grader.report.model import Smallest
+from grader.spec.model import Args, Check, ShortIOConfig, Step
+from grader.steps.common import payload, split_points
+
+# The budget of the search, in one place: a few seconds and a bounded number of variations per failed check.
+BUDGET_S = 4.0
+MAX_TRIALS = 160
+MIN_TRIAL_S = 0.5  # a variation gets at least this long (else the search stops): no verdict is cut short
+MAX_CAP = 65536  # the largest short-I/O cap tried
+
+Trial = Callable[[Check, float], str]  # run a variation of the check within a timeout; its outcome
+
+
+@dataclass(frozen=True)
+class SplitSite:
+    """A send step with split points: where it sits among the steps, its bytes and its own cuts."""
+
+    path: tuple[int, ...]
+    step: Step
+    data: bytes
+    cuts: tuple[int, ...]
+
+
+def split_sites(check: Check, spec_dir: Path) -> list[SplitSite]:
+    """Every send step of the check that cuts its bytes into fragments, nested ones included, in order."""
+    found: list[SplitSite] = []
+
+    def walk(steps: tuple[Step, ...], prefix: tuple[int, ...]) -> None:
+        for i, st in enumerate(steps):
+            if st.kind == "send" and st.args.get("split"):
+                # Random payloads (size:) have their length, not their bytes, from the seed: enough for the cuts.
+                data = payload(st.args, spec_dir, random.Random(0)) or b""
+                cuts = tuple(split_points(data, st.args.get("split", ())))
+                if cuts:
+                    found.append(SplitSite((*prefix, i), st, data, cuts))
+            if st.nested:
+                walk(st.nested, (*prefix, i))
+
+    walk(check.steps, ())
+    return found
+
+
+def _with_split(step: Step, cuts: tuple[int, ...]) -> Step:
+    values = dict(step.args.values)
+    values["split"] = cuts
+    return dataclasses.replace(step, args=Args(MappingProxyType(values), step.args.where))
+
+
+def _replace(steps: tuple[Step, ...], path: tuple[int, ...], new: Step) -> tuple[Step, ...]:
+    i, rest = path[0], path[1:]
+    if not rest:
+        return (*steps[:i], new, *steps[i + 1 :])
+    inner = dataclasses.replace(steps[i], nested=_replace(steps[i].nested, rest, new))
+    return (*steps[:i], inner, *steps[i + 1 :])
+
+
+def variant(check: Check, sites: list[SplitSite], chosen: SplitSite | None, cuts: tuple[int, ...]) -> Check:
+    """The check with every split send whole, except ``chosen``, cut at ``cuts``."""
+    steps = check.steps
+    for site in sites:
+        steps = _replace(steps, site.path, _with_split(site.step, cuts if site is chosen else ()))
+    return dataclasses.replace(check, steps=steps)
+
+
+# -- words ---------------------------------------------------------------------------------------------------
+_REQUEST_LINE = re.compile(rb"([A-Z]+) (\S+) (HTTP/\d\.\d)\r?\n")
+_PARTS = ("method", "target", "version")
+
+
+def is_request(data: bytes) -> bool:
+    return _REQUEST_LINE.match(data) is not None
+
+
+def _line(data: bytes, index: int) -> tuple[int, bytes]:
+    """The number (from 0) and the bytes (line end included) of the line holding byte ``index``."""
+    start = data.rfind(b"\n", 0, index) + 1
+    end = data.find(b"\n", index)
+    return data.count(b"\n", 0, start), data[start : len(data) if end < 0 else end + 1]
+
+
+def _line_name(data: bytes, index: int) -> str:
+    number, line = _line(data, index)
+    if is_request(data):
+        head_end = data.find(b"\r\n\r\n")
+        if head_end >= 0 and index >= head_end + 4:
+            return "the body"
+        if number == 0:
+            return "the request line"
+        if line in (b"\r\n", b"\n"):
+            return "the blank line that ends the head"
+        name = line.split(b":", 1)[0]
+        return f"the {escape(name, 40)} header line"
+    if data.count(b"\n") == 0 or (data.count(b"\n") == 1 and data.endswith(b"\n")):
+        return "the message"
+    return f"line {number + 1}"
+
+
+def where(data: bytes, cut: int) -> str:
+    """Where a cut after byte ``cut`` falls, in words: 'inside the CRLF of the request line' and the like."""
+    if data[cut - 1 : cut + 1] == b"\r\n":
+        return f"inside the CRLF of {_line_name(data, cut - 1)}"
+    if data[cut - 1 : cut] == b"\n":
+        return f"right before {_line_name(data, cut)}"
+    name = _line_name(data, cut - 1)
+    if name == "the request line":
+        start = data.rfind(b"\n", 0, cut - 1) + 1
+        pos, offset = cut - start, 0
+        for part, token in zip(_PARTS, data[start:].split(b" ", 2), strict=False):
+            token = token.split(b"\r")[0].split(b"\n")[0]
+            if offset < pos < offset + len(token):
+                return f"inside the {part} `{escape(token, 40)}` of the request line"
+            if pos == offset + len(token):
+                return f"right after the {part} `{escape(token, 40)}` of the request line"
+            offset += len(token) + 1
+    if not is_request(data):
+        return f"inside {name}, between `{escape(data[max(0, cut - 12) : cut], 12)}` and " \
+            f"`{escape(data[cut : cut + 12], 12)}`"
+    return f"inside {name}"
+
+
+def _bytes_word(cuts: tuple[int, ...]) -> str:
+    if len(cuts) == 1:
+        return f"byte {cuts[0]}"
+    return "bytes " + ", ".join(map(str, cuts[:-1])) + f" and {cuts[-1]}"
+
+
+def describe_split(site: SplitSite, cuts: tuple[int, ...], several: bool) -> str:
+    noun = "request" if is_request(site.data) else "message"
+    places = "; ".join(f"after byte {c}: {where(site.data, c)}" if len(cuts) > 1 else where(site.data, c)
+                       for c in cuts)
+    which = f" (the send at line {site.step.where.line})" if several else ""
+    return (f"fails when the {noun}{which} arrives in {len(cuts) + 1} pieces split after {_bytes_word(cuts)} "
+            f"({places})")
+
+
+def _pieces(data: bytes, cuts: tuple[int, ...]) -> tuple[str, ...]:
+    edges = [0, *cuts, len(data)]
+    return tuple(escape(data[a:b], 40) for a, b in itertools.pairwise(edges))
+
+
+def describe_short_io(cfg: ShortIOConfig) -> str:
+    caps = []
+    unit = "byte" if cfg.max_chunk == 1 else "bytes"
+    if cfg.reads:
+        caps.append(f"each recv()/read() returns at most {cfg.max_chunk} {unit}")
+    if cfg.writes:
+        caps.append(f"each send()/write() writes at most {cfg.max_chunk} {unit}")
+    rest = []
+    if not cfg.reads:
+        rest.append("reads not shortened")
+    if not cfg.writes:
+        rest.append("writes not shortened")
+    rest.append("with EINTR" if cfg.eintr else "no EINTR")
+    return " and ".join(caps) + f" ({', '.join(rest)})"
+
+
+# -- the searches ---------------------------------------------------------------------------------------------
+class _Search:
+    """Counts variations and time; ``run`` gives None once the budget is spent."""
+
+    def __init__(self, trial: Trial, check: Check) -> None:
+        self.trial = trial
+        self.check = check
+        self.trials = 0
+        self.deadline = time.monotonic() + BUDGET_S
+        self.spent = ""
+
+    def run(self, candidate: Check) -> str | None:
+        left = self.deadline - time.monotonic()
+        if self.trials >= MAX_TRIALS:
+            self.spent = f"{MAX_TRIALS} variations"
+            return None
+        if left < MIN_TRIAL_S:
+            self.spent = f"{BUDGET_S:g}s"
+            return None
+        self.trials += 1
+        return self.trial(candidate, min(candidate.timeout, left))
+
+
+def _split_candidates(site: SplitSite) -> Iterator[tuple[int, ...]]:
+    n = len(site.data)
+    for cut in range(1, n):  # two pieces, the earliest split first
+        yield (cut,)
+    for k in range(2, len(site.cuts) + 1):  # then more pieces, from the check's own split points
+        yield from itertools.combinations(site.cuts, k)
+
+
+def shrink_split(check: Check, sites: list[SplitSite], trial: Trial) -> Smallest | None:
+    """The fewest fragments, then the earliest split, that still fail the check; None when the search found
+    nothing smaller within its budget (the check's own fragments are then the smallest known)."""
+    search = _Search(trial, check)
+    outcome = search.run(variant(check, sites, None, ()))
+    if outcome == "failed":
+        noun = "request" if all(is_request(s.data) for s in sites) else "message"
+        return Smallest(f"fails even when the {noun} arrives whole, in one piece: the fault is not in how it is "
+                        "cut", search.trials)
+    if outcome is None or outcome == "error":
+        return _gave_up(search, outcome)
+    for site in sites:
+        for cuts in _split_candidates(site):
+            outcome = search.run(variant(check, sites, site, cuts))
+            if outcome == "failed":
+                return Smallest(describe_split(site, cuts, len(sites) > 1), search.trials,
+                                pieces=_pieces(site.data, cuts))
+            if outcome is None or outcome == "error":
+                return _gave_up(search, outcome)
+    return Smallest("no smaller case fails: it takes the check's own fragments", search.trials)
+
+
+def _gave_up(search: _Search, outcome: str | None) -> Smallest | None:
+    if outcome == "error":
+        return None  # a harness error during the search: say nothing rather than something wrong
+    return Smallest(f"no smaller failing case found within the search's budget ({search.spent}, "
+                    f"{search.trials} tried)", search.trials)
+
+
+def _short_io_candidates(cfg: ShortIOConfig) -> Iterator[ShortIOConfig]:
+    if cfg.reads and cfg.writes:
+        yield dataclasses.replace(cfg, writes=False)
+        yield dataclasses.replace(cfg, reads=False)
+    if cfg.eintr:
+        yield dataclasses.replace(cfg, eintr=False)
+
+
+def shrink_short_io(check: Check, trial: Trial) -> Smallest | None:
+    """The mildest short-I/O schedule that still fails: one direction if one suffices, no EINTR if it is not
+    needed, then the largest cap (fewest shortened calls) that still fails."""
+    cfg = check.short_io
+    if cfg is None:
+        return None
+    search = _Search(trial, check)
+    outcome = search.run(dataclasses.replace(check, short_io=None))
+    if outcome == "failed":
+        return Smallest("fails even without short reads or writes: the fault is elsewhere", search.trials)
+    if outcome is None or outcome == "error":
+        return _gave_up(search, outcome)
+    best = cfg
+    for candidate in _short_io_candidates(cfg):
+        trial_cfg = dataclasses.replace(candidate, writes=candidate.writes and best.writes,
+                                        reads=candidate.reads and best.reads, eintr=candidate.eintr and best.eintr)
+        if trial_cfg == best or not (trial_cfg.reads or trial_cfg.writes):
+            continue
+        outcome = search.run(dataclasses.replace(check, short_io=trial_cfg))
+        if outcome == "failed":
+            best = trial_cfg
+        elif outcome is None or outcome == "error":
+            break
+    cap = best.max_chunk * 2
+    while cap <= MAX_CAP:
+        outcome = search.run(dataclasses.replace(check, short_io=dataclasses.replace(best, max_chunk=cap)))
+        if outcome != "failed":
+            break
+        best = dataclasses.replace(best, max_chunk=cap)
+        cap *= 2
+    return Smallest(f"fails when {describe_short_io(best)}", search.trials, short_io=describe_short_io(best))
