@@ -121,6 +121,14 @@ def _dispatch(args: argparse.Namespace, out: Console) -> int:
 
 def _check(args: argparse.Namespace, out: Console) -> int:
     spec = load_spec(catalog.resolve(args.spec))
+    if args.pcap is not None:
+        from grader.driver.capture import tcpdump
+
+        try:
+            tcpdump()
+            args.pcap.mkdir(parents=True, exist_ok=True)
+        except (GraderError, OSError) as exc:
+            raise UsageError(f"--pcap {args.pcap}: {exc}") from None
     feedback = FeedbackOptions(
         differential=CHECK_DEFAULTS.differential and not args.no_differential,
         shrink=CHECK_DEFAULTS.shrink and not args.no_shrink,

@@ -8,16 +8,19 @@ the packet capture, which only runs with ``--pcap`` and is deleted when the chec
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 from grader.driver.backend import LocalBackend
+from grader.driver.capture import Capture, merge
 from grader.engine.context import Shared
 from grader.engine.differential import ReferenceRunner, RunCheck, differential
 from grader.engine.shrink import shrink_short_io, shrink_split, split_sites
 from grader.engine.supervisor import Supervisor
 from grader.engine.transcript import Transcript
+from grader.errors import HarnessError
 from grader.report.model import CheckResult
 from grader.spec.model import Check, Spec
 
@@ -34,6 +37,61 @@ class FeedbackOptions:
 
 NO_FEEDBACK = FeedbackOptions()
 CHECK_DEFAULTS = FeedbackOptions(differential=True, shrink=True)  # what `grader check` gives unless told not to
+
+
+class CheckCapture:
+    """The packet capture of one check: tcpdump on the server's ports from just before the first step, and on
+    each port a step opens (a harness listener) from the moment it is opened, before any program knows it."""
+
+    def __init__(self, directory: Path, name: str, transcript: Transcript) -> None:
+        self.directory = directory
+        self.name = name
+        self.transcript = transcript
+        self.parts: list[Capture] = []
+        self.ports: set[int] = set()
+        self.problem = ""
+        self._lock = threading.Lock()
+
+    def ready(self, shared: Shared) -> None:
+        """The runner's on_ready hook: capture the server's ports, and every port the check opens later."""
+        sup = shared.supervisor
+        if sup is not None:
+            self.add((sup.port, sup.tcp_port, sup.udp_port))
+        shared.transcript.on_port = lambda port: self.add((port,))
+
+    def add(self, ports: Iterable[int]) -> None:
+        with self._lock:
+            new = set(ports) - self.ports
+            if not new or self.problem:
+                return
+            self.ports |= new
+            path = self.directory / f"{self.name}.part{len(self.parts) + 1}.pcap"
+            try:
+                self.parts.append(Capture(path, new))
+            except HarnessError as exc:  # a capture that fails never changes the verdict
+                self.problem = str(exc)
+                self.transcript.note(f"no packet capture: {exc}")
+
+    def finish(self, keep: bool) -> str:
+        """Stop capturing; keep the pcap (its path, or paths) or delete it."""
+        with self._lock:
+            parts, self.parts = self.parts, []
+            if not keep:
+                for cap in parts:
+                    cap.discard()
+                return ""
+            done: list[Path] = []
+            for cap in parts:
+                try:
+                    done.append(cap.stop())
+                except HarnessError as exc:
+                    self.problem = str(exc)
+                    cap.discard()
+            if self.problem or not done:
+                for p in done:
+                    p.unlink(missing_ok=True)
+                return ""
+            return ", ".join(str(p) for p in merge(done, self.directory / f"{self.name}.pcap"))
 
 
 class Feedback:
@@ -70,7 +128,20 @@ class Feedback:
     def run(self, check: Check) -> CheckResult:
         """Run ``check`` once and, when it fails, add what the options ask for."""
         transcript = Transcript()
-        result = self._run(check, transcript)
+        capture = None
+        if self.options.pcap is not None:
+            capture = CheckCapture(self.options.pcap, f"{self.spec.lab}.{check.id}", transcript)
+        try:
+            result = self._run(check, transcript, capture.ready if capture is not None else None)
+        except BaseException:
+            if capture is not None:
+                capture.finish(keep=False)
+            raise
+        if capture is not None:
+            result = dataclasses.replace(result, pcap=capture.finish(keep=result.outcome == "failed"))
+            if capture.problem and result.outcome == "failed":
+                result = dataclasses.replace(result, transcript=result.transcript
+                                             + f"\n  -- no packet capture: {capture.problem}")
         if result.outcome != "failed":
             return result
         if self.options.differential and check.differential:
