@@ -140,3 +140,64 @@ def test_a_reference_that_is_not_a_folder_is_a_spec_error(tmp_path: Path) -> Non
     spec.write_text(spec.read_text().replace("reference: no-such-folder", "reference: 3"))
     with pytest.raises(SpecError, match="reference"):
         load_spec(spec)
+
+
+def test_many_connections_are_trimmed_to_the_one_that_parts_and_a_few_more() -> None:
+    from grader.engine.differential import MAX_CONNECTIONS, render
+
+    ref, mine = Transcript(), Transcript()
+    for i in range(10):
+        for t in (ref, mine):
+            t.sent(f"#{i}.c", b"ping\n")
+        ref.received(f"#{i}.c", b"ping\n")
+        mine.received(f"#{i}.c", b"ping\n" if i != 7 else b"pong\n")
+    d = first_divergence(ref.exchanges(), mine.exchanges())
+    assert d is not None and d.connection == "#7.c" and d.offset == 1
+    text = render(ref.exchanges(), mine.exchanges(), d)
+    assert "[#7.c] the program sent: <-- first difference" in text
+    assert f"… {10 - MAX_CONNECTIONS} more connections not shown" in text
+    assert len(text.splitlines()) < 20
+
+
+def test_the_reference_starts_only_when_a_check_fails_and_once(tmp_path: Path) -> None:
+    from progs import py_prog, write_spec
+
+    marker = tmp_path / "reference-started"
+    reference = py_prog(tmp_path / "reference", f"""
+        with open({str(marker)!r}, "a") as f:
+            f.write("started\\n")
+        serve_threaded(echo)
+        """)
+    spec_path = write_spec(tmp_path / "spec", """
+        - id: one
+          steps:
+            - connect: {}
+            - send: {text: "one\\n"}
+            - expect_bytes: {echo: true, timeout: 3}
+        - id: two
+          steps:
+            - connect: {}
+            - send: {text: "two\\n"}
+            - expect_bytes: {echo: true, timeout: 3}
+        """)
+    data = yaml.safe_load(spec_path.read_text())
+    data["reference"] = str(reference)
+    spec_path.write_text(yaml.safe_dump(data))
+    spec = load_spec(spec_path)
+    correct = py_prog(tmp_path / "correct", "serve_threaded(echo)\n")
+    run = grade(spec, correct, Options(seed=1, feedback=DIFF))
+    assert [c.outcome for c in run.checks] == ["passed", "passed"]
+    assert not marker.exists(), "the reference program was started for a grading that passed"
+    wrong = py_prog(tmp_path / "wrong", """
+        def upper(conn):
+            with conn:
+                conn.sendall(recv_line(conn).upper())
+        serve_threaded(upper)
+        """)
+    run = grade(spec, wrong, Options(seed=1, feedback=DIFF))
+    assert [c.outcome for c in run.checks] == ["failed", "failed"]
+    assert marker.read_text() == "started\n"  # one reference server for both failed checks
+    assert [c.differential.summary if c.differential else "" for c in run.checks] == [
+        "reference sent `one\\n`, yours sent `ONE\\n` (connection c, byte 0)",
+        "reference sent `two\\n`, yours sent `TWO\\n` (connection c, byte 0)",
+    ]

@@ -151,3 +151,38 @@ def test_the_search_is_bounded_in_time(tmp_path: Path, monkeypatch: pytest.Monke
     assert c.outcome == "failed" and c.smallest is not None
     assert time.monotonic() - t0 < BUDGET_S + 3
     assert c.smallest.summary.startswith(f"no smaller failing case found within the search's budget ({BUDGET_S:g}s, ")
+
+
+ALWAYS_WRONG = """
+def handle(conn):
+    with conn:
+        recv_line(conn)
+        conn.sendall(b"HTTP/1.0 500 Oops\\r\\n\\r\\n")
+
+serve_threaded(handle)
+"""
+
+
+def test_a_failure_that_needs_no_fault_injection_is_said_so(tmp_path: Path) -> None:
+    spec = write_spec(tmp_path, """
+        - id: split
+          steps:
+            - connect: {}
+            - send: {text: "GET / HTTP/1.0\\r\\n\\r\\n", split: [3, 9]}
+            - expect_bytes: {text: "HTTP/1.0 200 OK\\r\\n", timeout: 3}
+        - id: short
+          short_io: {max: 2}
+          steps:
+            - connect: {}
+            - send: {text: "GET / HTTP/1.0\\r\\n\\r\\n"}
+            - expect_bytes: {text: "HTTP/1.0 200 OK\\r\\n", timeout: 3}
+        """)
+    run = grade(load_spec(spec), py_prog(tmp_path / "sub", ALWAYS_WRONG), Options(seed=2, feedback=SHRINK))
+    found = {c.id: (c.outcome, c.smallest.summary if c.smallest else "", c.smallest.trials if c.smallest else 0)
+             for c in run.checks}
+    assert found == {
+        "split": ("failed", "fails even when the request arrives whole, in one piece: the failure does not need "
+                  "the fragments", 1),
+        "short": ("failed", "fails even without the injected short reads and writes: the failure does not need "
+                  "them (the kernel's own partial transfers, or another fault, are enough)", 1),
+    }

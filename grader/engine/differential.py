@@ -20,7 +20,7 @@ from grader.driver.backend import LocalBackend
 from grader.driver.net import free_port
 from grader.engine.supervisor import Supervisor
 from grader.engine.transcript import GRADER, PROGRAM, Exchange, Transcript
-from grader.errors import SubmissionError
+from grader.errors import GraderError
 from grader.judge.show import escape, first_difference
 from grader.report.model import CheckResult, Differential
 from grader.spec.model import Check, Spec
@@ -29,6 +29,7 @@ CONTEXT = 24  # bytes shown before the first difference
 WIDTH = 72  # bytes shown from there on
 LINE = 80  # bytes of the line shown in the one-line summary
 SAME = 60  # bytes shown of a direction where both programs agree
+MAX_CONNECTIONS = 4  # connections shown side by side (the one where the programs part first among them)
 
 RunCheck = Callable[..., CheckResult]  # grader.engine.runner.run_check (passed in: no import cycle)
 
@@ -114,6 +115,13 @@ def render(reference: list[Exchange], yours: list[Exchange], chosen: Divergence 
     labels = [e.label for e in reference] + [e.label for e in yours if e.label not in ref]
     who = {GRADER: "the grader sent", PROGRAM: "the program sent"}
     lines: list[str] = []
+    if len(labels) > MAX_CONNECTIONS:  # many clients at once: the one that parts first, and a few more
+        keep = [chosen.connection] if chosen is not None else []
+        keep += [lb for lb in labels if lb not in keep][: MAX_CONNECTIONS - len(keep)]
+        omitted = len(labels) - len(keep)
+        labels = [lb for lb in labels if lb in keep]
+    else:
+        omitted = 0
     for label in labels:
         for direction in (GRADER, PROGRAM):
             r = ref[label].data(direction) if label in ref else b""
@@ -137,6 +145,8 @@ def render(reference: list[Exchange], yours: list[Exchange], chosen: Divergence 
             lines.append(prefix_you + lead_y + (text_y or "(nothing)"))
             column = len(prefix_you) + len(lead_y) + len(escape(y[start:offset], WIDTH))
             lines.append(" " * column + f"^ byte {offset}")
+    if omitted:
+        lines.append(f"  … {omitted} more connections not shown")
     return "\n".join(lines)
 
 
@@ -206,7 +216,7 @@ class ReferenceRunner:
                                               free_port(self._backend.host), self.spec.submission.ready,
                                               self.spec.submission.ready_timeout)
                 self._supervisor.start()
-        except SubmissionError as exc:
+        except GraderError as exc:
             self.unavailable = f"the reference program {self.spec.reference} could not run: {exc}"
 
     def run(self, check: Check) -> tuple[CheckResult, Transcript] | None:

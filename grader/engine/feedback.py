@@ -20,7 +20,7 @@ from grader.engine.differential import ReferenceRunner, RunCheck, differential
 from grader.engine.shrink import shrink_short_io, shrink_split, split_sites
 from grader.engine.supervisor import Supervisor
 from grader.engine.transcript import Transcript
-from grader.errors import HarnessError
+from grader.errors import GraderError, HarnessError
 from grader.report.model import CheckResult
 from grader.spec.model import Check, Spec
 
@@ -94,6 +94,10 @@ class CheckCapture:
             return ", ".join(str(p) for p in merge(done, self.directory / f"{self.name}.pcap"))
 
 
+def _noted(result: CheckResult, note: str) -> CheckResult:
+    return dataclasses.replace(result, transcript=f"{result.transcript}\n  -- {note}".lstrip("\n"))
+
+
 class Feedback:
     """Runs a grading run's checks with the feedback its options ask for."""
 
@@ -140,15 +144,26 @@ class Feedback:
         if capture is not None:
             result = dataclasses.replace(result, pcap=capture.finish(keep=result.outcome == "failed"))
             if capture.problem and result.outcome == "failed":
-                result = dataclasses.replace(result, transcript=result.transcript
-                                             + f"\n  -- no packet capture: {capture.problem}")
+                result = _noted(result, f"no packet capture: {capture.problem}")
         if result.outcome != "failed":
             return result
         if self.options.differential and check.differential:
-            result = self._differential(check, result, transcript)
+            result = self._guarded(result, "no comparison with the reference program",
+                                   lambda: self._differential(check, result, transcript))
         if self.options.shrink:
-            result = self._shrink(check, result)
+            result = self._guarded(result, "no search for the smallest failing case",
+                                   lambda: self._shrink(check, result))
         return result
+
+    @staticmethod
+    def _guarded(result: CheckResult, what: str, give: Callable[[], CheckResult]) -> CheckResult:
+        """Feedback never changes a verdict: a fault while giving it is noted in the transcript, nothing more."""
+        try:
+            return give()
+        except GraderError as exc:
+            return _noted(result, f"{what}: {exc}")
+        except Exception as exc:  # a bug of ours: say so, keep the verdict
+            return _noted(result, f"{what}: internal error: {type(exc).__name__}: {exc}")
 
     def _trial(self, variant: Check, timeout: float) -> str:
         return self._run(dataclasses.replace(variant, timeout=timeout)).outcome
@@ -161,6 +176,8 @@ class Feedback:
             smallest = shrink_short_io(check, self._trial)
         else:
             return result
+        if self.supervisor is not None:
+            self.supervisor.stop()  # the next check meets a fresh server, whatever the variations did to this one
         return result if smallest is None else dataclasses.replace(result, smallest=smallest)
 
     def _differential(self, check: Check, result: CheckResult, transcript: Transcript) -> CheckResult:
@@ -168,7 +185,7 @@ class Feedback:
             self._reference = ReferenceRunner(self.spec, self.seed, self._run_check)
         ran = self._reference.run(check)
         if ran is None:
-            return result
+            return _noted(result, f"no comparison with the reference program: {self._reference.unavailable}")
         ref_result, ref_transcript = ran
         assert self.spec.reference is not None
         return dataclasses.replace(result, differential=differential(self.spec.reference, ref_result,

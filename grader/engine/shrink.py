@@ -217,8 +217,8 @@ def shrink_split(check: Check, sites: list[SplitSite], trial: Trial) -> Smallest
     outcome = search.run(variant(check, sites, None, ()))
     if outcome == "failed":
         noun = "request" if all(is_request(s.data) for s in sites) else "message"
-        return Smallest(f"fails even when the {noun} arrives whole, in one piece: the fault is not in how it is "
-                        "cut", search.trials)
+        return Smallest(f"fails even when the {noun} arrives whole, in one piece: the failure does not need the "
+                        "fragments", search.trials)
     if outcome is None or outcome == "error":
         return _gave_up(search, outcome)
     for site in sites:
@@ -256,7 +256,8 @@ def shrink_short_io(check: Check, trial: Trial) -> Smallest | None:
     search = _Search(trial, check)
     outcome = search.run(dataclasses.replace(check, short_io=None))
     if outcome == "failed":
-        return Smallest("fails even without short reads or writes: the fault is elsewhere", search.trials)
+        return Smallest("fails even without the injected short reads and writes: the failure does not need them "
+                        "(the kernel's own partial transfers, or another fault, are enough)", search.trials)
     if outcome is None or outcome == "error":
         return _gave_up(search, outcome)
     best = cfg
