@@ -107,3 +107,25 @@ def test_pcap_needs_a_usable_folder(tmp_path: Path) -> None:
     blocker.write_text("not a folder")
     code = main(["check", "http-server", str(FIXTURES / "http-server" / "c-one-recv"), "--pcap", str(blocker / "x")])
     assert code == 2
+
+
+def test_captures_of_two_ports_merge_into_one_pcap(tmp_path: Path) -> None:
+    from grader.driver.capture import Capture, merge
+
+    servers = [socket.create_server(("127.0.0.1", 0)) for _ in range(2)]
+    try:
+        parts = []
+        for i, server in enumerate(servers):
+            parts.append(Capture(tmp_path / f"part{i}.pcap", [server.getsockname()[1]]))
+            with socket.create_connection(server.getsockname(), timeout=2) as client:
+                conn, _ = server.accept()
+                with conn:
+                    client.sendall(f"to server {i}".encode())
+                    assert conn.recv(100) == f"to server {i}".encode()
+        done = merge([p.stop() for p in parts], tmp_path / "all.pcap")
+    finally:
+        for server in servers:
+            server.close()
+    assert done == [tmp_path / "all.pcap"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["all.pcap"]
+    assert payload(tmp_path / "all.pcap") == b"to server 0to server 1"
