@@ -39,7 +39,7 @@ def test_first_divergence_prefers_what_the_programs_sent() -> None:
     d = first_divergence(ref.exchanges(), mine.exchanges())
     assert d is not None and (d.connection, d.direction, d.offset) == ("c", PROGRAM, 9)
     assert summary_line(d) == ("reference sent `HTTP/1.0 404 Not Found\\r\\n`, yours sent `HTTP/1.0 200 OK\\r\\n` "
-                               "(connection c, byte 9)")
+                               "(connection c, byte 9); in all the reference sent 26 bytes, yours 19")
 
 
 def test_no_divergence_when_the_bytes_agree_and_grader_side_when_only_it_differs() -> None:
@@ -93,7 +93,8 @@ def test_client_lab_compares_the_requests() -> None:
     assert check.outcome == "failed" and check.differential is not None
     # the reference's Host header names the port it was given, the same as the fixture's once renumbered
     assert check.differential.summary == ("reference sent `GET /crlf.txt HTTP/1.0\\r\\n`, yours sent "
-                                          "`GET /crlf.txt HTTP/1.0\\n` (connection srv, byte 22)")
+                                          "`GET /crlf.txt HTTP/1.0\\n` (connection srv, byte 22); in all the "
+                                          "reference sent 106 bytes, yours 64")
 
 
 def test_passing_checks_and_a_correct_program_get_no_differential() -> None:

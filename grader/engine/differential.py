@@ -85,13 +85,17 @@ def summary_line(d: Divergence) -> str:
     if d.direction == PROGRAM:
         ref = f"`{escape(_line_at(d.reference, d.offset), LINE)}`" if d.offset < len(d.reference) else ""
         mine = f"`{escape(_line_at(d.yours, d.offset), LINE)}`" if d.offset < len(d.yours) else ""
+        if not d.yours:
+            return f"reference sent {ref}, yours sent nothing {where}"
         if not mine:
             return (f"reference sent {ref}, yours sent nothing more: its {len(d.yours)} bytes end there "
                     f"{where}")
         if not ref:
             return (f"reference sent nothing more after its {len(d.reference)} bytes, yours went on with {mine} "
                     f"{where}")
-        return f"reference sent {ref}, yours sent {mine} {where}"
+        sizes = "" if len(d.reference) == len(d.yours) else (
+            f"; in all the reference sent {len(d.reference)} bytes, yours {len(d.yours)}")
+        return f"reference sent {ref}, yours sent {mine} {where}{sizes}"
     if len(d.yours) < len(d.reference):
         return (f"the grader could send the reference all {len(d.reference)} bytes, but yours only "
                 f"{len(d.yours)}: it stopped reading (or closed) before `{escape(d.reference[d.offset:], LINE)}` "
