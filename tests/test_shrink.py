@@ -40,6 +40,10 @@ def test_where_a_cut_falls() -> None:
     assert where(req, 25) == "right before the Host header line"
     assert where(req, 35) == "inside the CRLF of the blank line that ends the head"
     assert where(b"abcdef\n", 2) == "inside the message, between `ab` and `cdef\\n`"
+    resp = b"HTTP/1.0 200 OK\r\nContent-Length: 5\r\n\r\nhello"
+    assert where(resp, 10) == "inside the status code `200` of the status line"
+    assert where(resp, 20) == "inside the Content-Length header line"
+    assert where(resp, 40) == "after byte 2 of the body"
 
 
 def test_one_recv_http_server_fails_on_the_first_split() -> None:
@@ -53,6 +57,12 @@ def test_one_recv_http_server_fails_on_the_first_split() -> None:
                                     "(writes not shortened, no EINTR)")
     # deterministic: the same seed gives the same answer
     assert _grade("http-server", "c-one-recv", "short-reads") == {"short-reads": found["short-reads"]}
+
+
+def test_one_recv_http_client_fails_on_the_first_split_of_the_response() -> None:
+    found = _grade("http-client", "c-one-recv", "dribbled-response")
+    assert found == {"dribbled-response": "fails when the response arrives in 2 pieces split after byte 1 "
+                                          "(inside the version `HTTP/1.0` of the status line)"}
 
 
 def test_one_shot_echo_server_fails_on_the_first_split() -> None:

@@ -1,5 +1,6 @@
-"""The smallest failing case: when a check that fragments a request or shortens reads/writes fails, look for
-the smallest variation of its fault injection that still fails it, and say it in words.
+"""The smallest failing case: when a check that fragments a request (send with split) or a response (respond
+with split), or shortens reads/writes, fails, look for the smallest variation of its fault injection that still
+fails it, and say it in words.
 
 Fragments: first the request whole (does it fail at all without fragments?), then two pieces split after byte
 1, 2, 3, ... (the earliest split first), then three and more pieces from the check's own split points, in
@@ -26,6 +27,7 @@ from grader.judge.show import escape
 from grader.report.model import Smallest
 from grader.spec.model import Args, Check, ShortIOConfig, Step
 from grader.steps.common import payload, split_points
+from grader.steps.peer import response_bytes
 
 # The budget of the search, in one place: a few seconds and a bounded number of variations per failed check.
 BUDGET_S = 4.0
@@ -38,7 +40,7 @@ Trial = Callable[[Check, float], str]  # run a variation of the check within a t
 
 @dataclass(frozen=True)
 class SplitSite:
-    """A send step with split points: where it sits among the steps, its bytes and its own cuts."""
+    """A send or respond step with split points: where it sits among the steps, its bytes and its own cuts."""
 
     path: tuple[int, ...]
     step: Step
@@ -47,14 +49,18 @@ class SplitSite:
 
 
 def split_sites(check: Check, spec_dir: Path) -> list[SplitSite]:
-    """Every send step of the check that cuts its bytes into fragments, nested ones included, in order."""
+    """Every send or respond step of the check that cuts its bytes into fragments, nested ones included."""
     found: list[SplitSite] = []
 
     def walk(steps: tuple[Step, ...], prefix: tuple[int, ...]) -> None:
         for i, st in enumerate(steps):
-            if st.kind == "send" and st.args.get("split"):
+            if st.kind in ("send", "respond") and st.args.get("split"):
                 # Random payloads (size:) have their length, not their bytes, from the seed: enough for the cuts.
-                data = payload(st.args, spec_dir, random.Random(0)) or b""
+                rng = random.Random(0)
+                if st.kind == "send":
+                    data = payload(st.args, spec_dir, rng) or b""
+                else:
+                    data = response_bytes(st.args, spec_dir, rng)
                 cuts = tuple(split_points(data, st.args.get("split", ())))
                 if cuts:
                     found.append(SplitSite((*prefix, i), st, data, cuts))
@@ -89,11 +95,21 @@ def variant(check: Check, sites: list[SplitSite], chosen: SplitSite | None, cuts
 
 # -- words ---------------------------------------------------------------------------------------------------
 _REQUEST_LINE = re.compile(rb"([A-Z]+) (\S+) (HTTP/\d\.\d)\r?\n")
-_PARTS = ("method", "target", "version")
+_STATUS_LINE = re.compile(rb"HTTP/\d\.\d \d{3}[ \r\n]")
+_PARTS = {"the request line": ("method", "target", "version"),
+          "the status line": ("version", "status code", "reason")}
 
 
 def is_request(data: bytes) -> bool:
     return _REQUEST_LINE.match(data) is not None
+
+
+def is_response(data: bytes) -> bool:
+    return _STATUS_LINE.match(data) is not None
+
+
+def noun(data: bytes) -> str:
+    return "request" if is_request(data) else "response" if is_response(data) else "message"
 
 
 def _line(data: bytes, index: int) -> tuple[int, bytes]:
@@ -105,12 +121,12 @@ def _line(data: bytes, index: int) -> tuple[int, bytes]:
 
 def _line_name(data: bytes, index: int) -> str:
     number, line = _line(data, index)
-    if is_request(data):
+    if is_request(data) or is_response(data):
         head_end = data.find(b"\r\n\r\n")
         if head_end >= 0 and index >= head_end + 4:
             return "the body"
         if number == 0:
-            return "the request line"
+            return "the request line" if is_request(data) else "the status line"
         if line in (b"\r\n", b"\n"):
             return "the blank line that ends the head"
         name = line.split(b":", 1)[0]
@@ -127,17 +143,20 @@ def where(data: bytes, cut: int) -> str:
     if data[cut - 1 : cut] == b"\n":
         return f"right before {_line_name(data, cut)}"
     name = _line_name(data, cut - 1)
-    if name == "the request line":
+    if name in _PARTS:
         start = data.rfind(b"\n", 0, cut - 1) + 1
         pos, offset = cut - start, 0
-        for part, token in zip(_PARTS, data[start:].split(b" ", 2), strict=False):
+        for part, token in zip(_PARTS[name], data[start:].split(b" ", 2), strict=False):
             token = token.split(b"\r")[0].split(b"\n")[0]
             if offset < pos < offset + len(token):
-                return f"inside the {part} `{escape(token, 40)}` of the request line"
+                return f"inside the {part} `{escape(token, 40)}` of {name}"
             if pos == offset + len(token):
-                return f"right after the {part} `{escape(token, 40)}` of the request line"
+                return f"right after the {part} `{escape(token, 40)}` of {name}"
             offset += len(token) + 1
-    if not is_request(data):
+    if name == "the body":
+        body = data.find(b"\r\n\r\n") + 4
+        return f"after byte {cut - body} of the body"
+    if noun(data) == "message":
         return f"inside {name}, between `{escape(data[max(0, cut - 12) : cut], 12)}` and " \
             f"`{escape(data[cut : cut + 12], 12)}`"
     return f"inside {name}"
@@ -150,12 +169,11 @@ def _bytes_word(cuts: tuple[int, ...]) -> str:
 
 
 def describe_split(site: SplitSite, cuts: tuple[int, ...], several: bool) -> str:
-    noun = "request" if is_request(site.data) else "message"
     places = "; ".join(f"after byte {c}: {where(site.data, c)}" if len(cuts) > 1 else where(site.data, c)
                        for c in cuts)
-    which = f" (the send at line {site.step.where.line})" if several else ""
-    return (f"fails when the {noun}{which} arrives in {len(cuts) + 1} pieces split after {_bytes_word(cuts)} "
-            f"({places})")
+    which = f" (the {site.step.kind} at line {site.step.where.line})" if several else ""
+    return (f"fails when the {noun(site.data)}{which} arrives in {len(cuts) + 1} pieces split after "
+            f"{_bytes_word(cuts)} ({places})")
 
 
 def _pieces(data: bytes, cuts: tuple[int, ...]) -> tuple[str, ...]:
@@ -216,8 +234,9 @@ def shrink_split(check: Check, sites: list[SplitSite], trial: Trial) -> Smallest
     search = _Search(trial, check)
     outcome = search.run(variant(check, sites, None, ()))
     if outcome == "failed":
-        noun = "request" if all(is_request(s.data) for s in sites) else "message"
-        return Smallest(f"fails even when the {noun} arrives whole, in one piece: the failure does not need the "
+        nouns = {noun(s.data) for s in sites}
+        what = nouns.pop() if len(nouns) == 1 else "data"
+        return Smallest(f"fails even when the {what} arrives whole, in one piece: the failure does not need the "
                         "fragments", search.trials)
     if outcome is None or outcome == "error":
         return _gave_up(search, outcome)
