@@ -196,3 +196,14 @@ def test_a_failure_that_needs_no_fault_injection_is_said_so(tmp_path: Path) -> N
         "short": ("failed", "fails even without the injected short reads and writes: the failure does not need "
                   "them (the kernel's own partial transfers, or another fault, are enough)", 1),
     }
+
+
+def test_replaying_one_check_with_its_seed_gives_the_same_smallest_case() -> None:
+    spec = load_spec(catalog.resolve("http-server"))
+    fixture = FIXTURES / "http-server" / "c-one-recv"
+    full = grade(spec, fixture, Options(seed=7, feedback=SHRINK))
+    found = {c.id: c.smallest for c in full.checks if c.outcome == "failed"}
+    assert sorted(found) == ["every-byte", "short-reads", "split-request-line"]
+    for check_id, smallest in found.items():
+        replay = grade(spec, fixture, Options(seed=7, only=(check_id,), feedback=SHRINK))
+        assert replay.checks[0].smallest == smallest, check_id
