@@ -207,3 +207,21 @@ def test_replaying_one_check_with_its_seed_gives_the_same_smallest_case() -> Non
     for check_id, smallest in found.items():
         replay = grade(spec, fixture, Options(seed=7, only=(check_id,), feedback=SHRINK))
         assert replay.checks[0].smallest == smallest, check_id
+
+
+def test_random_bytes_are_described_by_their_length_only(tmp_path: Path) -> None:
+    from grader.engine.shrink import describe_split, split_sites
+
+    spec = load_spec(write_spec(tmp_path, """
+        - id: random
+          steps:
+            - connect: {}
+            - send: {size: 100, split: [middle, 90]}
+            - send: {text: "GET / HTTP/1.0\\r\\n\\r\\n", split: [crlf]}
+        """))
+    random_site, text_site = split_sites(spec.checks[0], spec.directory)
+    assert (random_site.exact, random_site.cuts, text_site.exact, text_site.cuts) == (False, (50, 90), True, (15,))
+    assert describe_split(random_site, (7,), several=True) == (
+        f"fails when the message (the send at line {random_site.step.where.line}) arrives in 2 pieces split after byte 7 (of 100 random bytes)")
+    assert describe_split(text_site, (15,), several=False) == (
+        "fails when the request arrives in 2 pieces split after byte 15 (inside the CRLF of the request line)")

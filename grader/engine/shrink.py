@@ -46,6 +46,7 @@ class SplitSite:
     step: Step
     data: bytes
     cuts: tuple[int, ...]
+    exact: bool = True  # False for seeded random bytes: their length is right, not their values
 
 
 def split_sites(check: Check, spec_dir: Path) -> list[SplitSite]:
@@ -63,7 +64,8 @@ def split_sites(check: Check, spec_dir: Path) -> list[SplitSite]:
                     data = response_bytes(st.args, spec_dir, rng)
                 cuts = tuple(split_points(data, st.args.get("split", ())))
                 if cuts:
-                    found.append(SplitSite((*prefix, i), st, data, cuts))
+                    exact = "size" not in st.args and "body_size" not in st.args
+                    found.append(SplitSite((*prefix, i), st, data, cuts, exact))
             if st.nested:
                 walk(st.nested, (*prefix, i))
 
@@ -169,8 +171,11 @@ def _bytes_word(cuts: tuple[int, ...]) -> str:
 
 
 def describe_split(site: SplitSite, cuts: tuple[int, ...], several: bool) -> str:
-    places = "; ".join(f"after byte {c}: {where(site.data, c)}" if len(cuts) > 1 else where(site.data, c)
-                       for c in cuts)
+    if site.exact:
+        places = "; ".join(f"after byte {c}: {where(site.data, c)}" if len(cuts) > 1 else where(site.data, c)
+                           for c in cuts)
+    else:
+        places = f"of {len(site.data)} random bytes"
     which = f" (the {site.step.kind} at line {site.step.where.line})" if several else ""
     return (f"fails when the {noun(site.data)}{which} arrives in {len(cuts) + 1} pieces split after "
             f"{_bytes_word(cuts)} ({places})")
@@ -245,7 +250,7 @@ def shrink_split(check: Check, sites: list[SplitSite], trial: Trial) -> Smallest
             outcome = search.run(variant(check, sites, site, cuts))
             if outcome == "failed":
                 return Smallest(describe_split(site, cuts, len(sites) > 1), search.trials,
-                                pieces=_pieces(site.data, cuts))
+                                pieces=_pieces(site.data, cuts) if site.exact else ())
             if outcome is None or outcome == "error":
                 return _gave_up(search, outcome)
     return Smallest("no smaller case fails: it takes the check's own fragments", search.trials)
