@@ -222,6 +222,7 @@ def test_random_bytes_are_described_by_their_length_only(tmp_path: Path) -> None
     random_site, text_site = split_sites(spec.checks[0], spec.directory)
     assert (random_site.exact, random_site.cuts, text_site.exact, text_site.cuts) == (False, (50, 90), True, (15,))
     assert describe_split(random_site, (7,), several=True) == (
-        f"fails when the message (the send at line {random_site.step.where.line}) arrives in 2 pieces split after byte 7 (of 100 random bytes)")
+        f"fails when the message (the send at line {random_site.step.where.line}) arrives in 2 pieces split after "
+        "byte 7 (of 100 random bytes)")
     assert describe_split(text_site, (15,), several=False) == (
         "fails when the request arrives in 2 pieces split after byte 15 (inside the CRLF of the request line)")
