@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import signal
 import sys
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -14,6 +16,7 @@ from rich.table import Table
 
 from grader import catalog, isolation
 from grader.driver.limits import Limits
+from grader.engine.feedback import CHECK_DEFAULTS, FeedbackOptions
 from grader.engine.runner import Options
 from grader.errors import GraderError, SpecError, UsageError
 from grader.report.jsonout import to_json
@@ -46,6 +49,12 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--seed", type=int, help="fault-injection seed (to replay a verdict)")
     c.add_argument("--quiet", action="store_true", help="no terminal report")
     _grading_args(c)
+    c.add_argument("--no-differential", action="store_true",
+                   help="do not run failed checks against the reference program to show where they part")
+    c.add_argument("--no-shrink", action="store_true",
+                   help="do not look for the smallest fragmentation or short-I/O schedule that still fails")
+    c.add_argument("--pcap", type=Path, metavar="DIR",
+                   help="write a packet capture (pcap) of each failed check's traffic into DIR (needs tcpdump)")
     v = sub.add_parser("validate", help="validate spec files")
     v.add_argument("specs", nargs="+")
     sub.add_parser("list", help="list the shipped specs")
@@ -76,7 +85,17 @@ def _grading_args(p: argparse.ArgumentParser) -> None:
                        f"{f.name} (default {f.default})" for f in dataclasses.fields(Limits)))
 
 
+def _interrupt_on_sigterm() -> None:
+    """SIGTERM unwinds like Ctrl-C, so every ``finally`` runs: containers removed, processes killed."""
+    if threading.current_thread() is threading.main_thread():
+        def handler(signum: int, frame: object) -> None:
+            raise KeyboardInterrupt
+
+        signal.signal(signal.SIGTERM, handler)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    _interrupt_on_sigterm()
     out = Console(highlight=False)
     if not out.is_terminal:  # piped or in CI: wide enough that the table stays readable
         out = Console(highlight=False, width=120)
@@ -137,9 +156,22 @@ def _dispatch(args: argparse.Namespace, out: Console) -> int:
 
 def _check(args: argparse.Namespace, out: Console) -> int:
     spec = load_spec(catalog.resolve(args.spec))
+    if args.pcap is not None:
+        from grader.driver.capture import tcpdump
+
+        try:
+            tcpdump()
+            args.pcap.mkdir(parents=True, exist_ok=True)
+        except (GraderError, OSError) as exc:
+            raise UsageError(f"--pcap {args.pcap}: {exc}") from None
     limits = Limits.parse(args.limit, spec.submission.limits) if args.limit else None
+    feedback = FeedbackOptions(
+        differential=CHECK_DEFAULTS.differential and not args.no_differential,
+        shrink=CHECK_DEFAULTS.shrink and not args.no_shrink,
+        pcap=args.pcap,
+    )
     options = Options(run=args.run, build=args.build, student=args.student, only=tuple(args.only),
-                      seed=args.seed, limits=limits)
+                      seed=args.seed, feedback=feedback, limits=limits)
 
     def progress(result: CheckResult) -> None:
         if not args.quiet and out.is_terminal:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from grader.spec.schema import step_schema
+from grader.spec.schema import spec_schema, step_schema
 from grader.steps.registry import REGISTRY
 
 INTRO = """# Step reference
@@ -56,4 +56,17 @@ def render() -> str:
                     note = "required" if key in required else sub.get("description", "")
                     out.append(f"| `{key}` | {_type(sub)} | {note} |")
             out.append(f"\n```yaml\n{st.example}\n```\n")
+    out.append(_keys())
     return "\n".join(out)
+
+
+def _keys() -> str:
+    """The spec's and each check's own keys (besides steps), with their defaults, from the JSON Schema."""
+    schema = spec_schema()
+    rows = ["\n## Spec and check keys\n", "| key | type | |\n|---|---|---|"]
+    for where, props in (("spec", schema["properties"]), ("check", schema["$defs"]["check"]["properties"])):
+        for key, sub in props.items():
+            if "description" not in sub:
+                continue
+            rows.append(f"| {where}: `{key}` | {_type(sub)} | {sub['description']} |")
+    return "\n".join(rows) + "\n"

@@ -4,7 +4,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need=()
-for tool in gcc make socat curl bwrap prlimit setpriv; do command -v "$tool" >/dev/null 2>&1 || need+=("$tool"); done
+# tcpdump captures a failed check's traffic (grader check --pcap); tshark reads the capture back in the tests.
+for tool in gcc make socat curl tcpdump tshark bwrap prlimit setpriv; do
+    command -v "$tool" >/dev/null 2>&1 || need+=("$tool")
+done
 if [ ${#need[@]} -gt 0 ]; then
     pkgs=()
     for t in "${need[@]}"; do
@@ -17,6 +20,8 @@ if [ ${#need[@]} -gt 0 ]; then
     done
     SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
     echo "setup: installing ${pkgs[*]} with apt-get" >&2
+    # tshark's wireshark-common asks whether non-root users may capture: answer no, without asking
+    echo "wireshark-common wireshark-common/install-setuid boolean false" | $SUDO debconf-set-selections
     $SUDO apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${pkgs[@]}" >/dev/null
 fi

@@ -15,7 +15,7 @@ from progs import BACKEND_VAR, MARK_VAR, processes_marked
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    parser.addoption("--backend", default="local", choices=("local", "sandbox"),
+    parser.addoption("--backend", default="local", choices=("local", "sandbox", "docker"),
                      help="the backend the step tests (the backend conformance suite) grade with")
 
 

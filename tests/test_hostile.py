@@ -39,23 +39,23 @@ REFERENCE = catalog.LABS_DIR / "reference" / "tcp-echo-server"
 
 # Attacks whose success the program reports, and the resource attacks, with the backends that stop each.
 STOPS: dict[str, set[str]] = {
-    "spy": {"sandbox"},
-    "tamper": {"sandbox"},
-    "network": {"sandbox"},
-    "daemon": {"sandbox"},
-    "squat": {"local", "sandbox"},
-    "memory": {"local", "sandbox"},
-    "output": {"local", "sandbox"},
-    "stubborn": {"local", "sandbox"},
-    "forkbomb": {"sandbox"},
-    "disk": {"sandbox"},
+    "spy": {"sandbox", "docker"},
+    "tamper": {"sandbox", "docker"},
+    "network": {"sandbox", "docker"},
+    "daemon": {"sandbox", "docker"},
+    "squat": {"local", "sandbox", "docker"},
+    "memory": {"local", "sandbox", "docker"},
+    "output": {"local", "sandbox", "docker"},
+    "stubborn": {"local", "sandbox", "docker"},
+    "forkbomb": {"sandbox", "docker"},
+    "disk": {"sandbox", "docker"},
 }
 # Attacks that report their success by not starting: where stopped, the submission passes like a correct one.
 REPORTED = {"spy", "tamper", "network"}
 # What a backend that does not stop an attack can still run safely here (a fork bomb or a disk filler as
 # root on the machine itself would harm the machine, so they run only where they are stopped).
 RUN_UNSTOPPED = {"spy", "tamper", "network", "daemon"}
-CASES = [(attack, backend) for attack, backends in STOPS.items() for backend in ("local", "sandbox")
+CASES = [(attack, backend) for attack, backends in STOPS.items() for backend in ("local", "sandbox", "docker")
          if backend in backends or attack in RUN_UNSTOPPED]
 
 
@@ -197,7 +197,7 @@ def test_hostile_submission(attack: str, backend: str, tmp_path: Path, host_serv
             assert result.status == "start-failed", result.status
             assert "ATTACK SUCCEEDED" in result.status_output, result.status_output[-2000:]
     assert [p.name for p in private_tmp.glob("grader-*")] == [], "work folders left behind"
-    if backend == "sandbox":
+    if backend != "local":
         jailed = range(jail.UID_LOW, jail.UID_LOW + jail.UID_COUNT)
         busy = [p for p in os.listdir("/proc") if p.isdigit() and _uid(p) in jailed]
         assert busy == [], f"processes of submission users left: {busy}"

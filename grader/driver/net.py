@@ -380,6 +380,7 @@ class Listener:
         self.sock.setblocking(False)
         self.host = host
         self.port = int(self.sock.getsockname()[1])
+        transcript.port(label, self.port)
 
     def accept(self, deadline: float, gave_up: Callable[[], str | None]) -> TcpConn | None:
         """Wait for a connection; None on timeout. ``gave_up`` returns a reason to stop early (it died)."""

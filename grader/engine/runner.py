@@ -15,6 +15,7 @@ from grader.driver.backend import Backend, LocalBackend
 from grader.driver.limits import Limits
 from grader.driver.process import SIGPIPE_HINT
 from grader.engine.context import CheckContext, Shared
+from grader.engine.feedback import NO_FEEDBACK, Feedback, FeedbackOptions
 from grader.engine.supervisor import Supervisor
 from grader.engine.transcript import Transcript
 from grader.errors import CheckFailed, GraderError, HarnessError, SubmissionError, UsageError
@@ -35,6 +36,7 @@ class Options:
     seed: int | None = None
     skip_build: bool = False
     limits: Limits | None = None  # None: the spec's, else the defaults
+    feedback: FeedbackOptions = NO_FEEDBACK  # on failed checks: reference diff, smallest case, pcap
 
 
 BackendFactory = Callable[[Path, Path, Limits], Backend]
@@ -136,23 +138,25 @@ def _grade(
         except SubmissionError as exc:
             return _all_failed(spec, submission, checks, seed, t0, "start-failed", exc)
     results: list[CheckResult] = []
+    feedback = Feedback(spec, options.feedback, seed, backend, supervisor, workdir, template, placeholders, run_check)
     try:
         for check in checks:
             if time.monotonic() - t0 > wall:
                 results.append(_not_run(check, seed, f"not run: the grading took longer than its wall-clock limit "
                                                      f"of {wall:g}s (limit wall_seconds)"))
                 continue
-            result = run_check(spec, check, backend, supervisor, seed, workdir, template, placeholders)
+            result = feedback.run(check)
             if result.outcome == "error":
                 # Only a fault of the harness itself is retried (once, with a fresh server); whatever the
                 # submission caused stands as it is.
                 if supervisor is not None:
                     supervisor.stop()
-                result = run_check(spec, check, backend, supervisor, seed, workdir, template, placeholders)
+                result = feedback.run(check)
             results.append(result)
             if progress is not None:
                 progress(result)
     finally:
+        feedback.close()
         if supervisor is not None:
             supervisor.stop()
     return RunResult(spec.lab, spec.title, str(submission), tuple(results), time.monotonic() - t0, seed, "graded")
@@ -172,9 +176,13 @@ def run_check(
     workdir: Path,
     template: str,
     placeholders: dict[str, str],
+    transcript: Transcript | None = None,
+    on_ready: Callable[[Shared], None] | None = None,
 ) -> CheckResult:
+    """Run one check. ``transcript`` records it (a new one when None); ``on_ready`` is called once the server
+    runs for it, just before its first step (the feedback's packet capture starts there)."""
     cseed = check_seed(seed, check.id)
-    transcript = Transcript()
+    transcript = transcript if transcript is not None else Transcript()
     t0 = time.monotonic()
 
     def result(outcome: str, message: str = "", hint: str = "") -> CheckResult:
@@ -200,6 +208,8 @@ def run_check(
     ctx.values["placeholders"] = placeholders
     outcome, message, hint = "passed", "", ""
     try:
+        if on_ready is not None:
+            on_ready(shared)
         run_steps(ctx, check.steps)
     except CheckFailed as exc:
         outcome, message, hint = "failed", exc.message, exc.hint

@@ -1,17 +1,23 @@
 """The transcript of a check: every byte sent and received and every notable event, in order.
 
 It is rendered, escaped and trimmed, into failure reports so a student sees exactly what happened on the wire.
+Besides the bounded list of events, it keeps a structured view of every connection (:meth:`Transcript.exchanges`:
+the bytes each way, in full up to :data:`MAX_STREAM_BYTES`, whatever events were dropped) so two runs of a check
+can be compared byte for byte, and it tells a listener (:attr:`Transcript.on_port`) of every port a check opens.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 from grader.judge.show import show
 
 MAX_EVENTS = 400
+MAX_STREAM_BYTES = 1 << 20  # per connection and direction, for comparisons; more is counted, not kept
+GRADER, PROGRAM = "grader", "program"  # who sent the bytes: the harness, or the submission
 
 
 @dataclass(frozen=True)
@@ -24,6 +30,36 @@ class Event:
     data: bytes = b""
     text: str = ""
 
+    @property
+    def direction(self) -> str:
+        """``grader`` (the harness sent it), ``program`` (the submission sent it), or ``""`` for a note."""
+        return {"sent": GRADER, "received": PROGRAM}.get(self.kind, "")
+
+
+@dataclass
+class Exchange:
+    """Everything that went each way on one connection (or UDP socket) of a check, in order of first use."""
+
+    label: str
+    first_at: float
+    grader: bytearray = field(default_factory=bytearray)  # bytes the harness sent
+    program: bytearray = field(default_factory=bytearray)  # bytes the submission sent
+    grader_total: int = 0
+    program_total: int = 0
+
+    def add(self, direction: str, data: bytes) -> None:
+        buf = self.grader if direction == GRADER else self.program
+        room = MAX_STREAM_BYTES - len(buf)
+        if room > 0:
+            buf += data[:room]
+        if direction == GRADER:
+            self.grader_total += len(data)
+        else:
+            self.program_total += len(data)
+
+    def data(self, direction: str) -> bytes:
+        return bytes(self.grader if direction == GRADER else self.program)
+
 
 class Transcript:
     """A thread-safe, bounded list of events (the oldest are dropped past :data:`MAX_EVENTS`)."""
@@ -33,9 +69,17 @@ class Transcript:
         self._dropped = 0
         self._lock = threading.Lock()
         self._t0 = time.monotonic()
+        self._exchanges: dict[str, Exchange] = {}
+        self.ports: list[int] = []
+        self.on_port: Callable[[int], None] | None = None  # told of each port a check opens (before it is used)
 
     def _add(self, event: Event) -> None:
         with self._lock:
+            if event.direction:
+                ex = self._exchanges.get(event.label)
+                if ex is None:
+                    ex = self._exchanges[event.label] = Exchange(event.label, event.at)
+                ex.add(event.direction, event.data)
             self._events.append(event)
             if len(self._events) > MAX_EVENTS:
                 del self._events[0]
@@ -49,6 +93,19 @@ class Transcript:
 
     def note(self, text: str, label: str = "") -> None:
         self._add(Event(time.monotonic() - self._t0, "note", label, text=text))
+
+    def port(self, label: str, port: int) -> None:
+        """A port this check has just opened (a harness listener), before any program is told of it."""
+        self.note(f"listening on port {port}", label)
+        with self._lock:
+            self.ports.append(port)
+        if self.on_port is not None:
+            self.on_port(port)
+
+    def exchanges(self) -> list[Exchange]:
+        """Each connection's bytes both ways, in order of the connections' first bytes."""
+        with self._lock:
+            return sorted(self._exchanges.values(), key=lambda e: e.first_at)
 
     def events(self) -> list[Event]:
         with self._lock:

@@ -2,10 +2,23 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from typing import Any
 
-from grader.report.model import RunResult
+from grader.report.model import CheckResult, RunResult
+
+
+def _feedback(c: CheckResult) -> dict[str, Any]:
+    """The feedback on a failed check, present only when it was given."""
+    out: dict[str, Any] = {}
+    if c.differential is not None:
+        out["differential"] = dataclasses.asdict(c.differential)
+    if c.smallest is not None:
+        out["smallest"] = dataclasses.asdict(c.smallest)
+    if c.pcap:
+        out["pcap"] = c.pcap
+    return out
 
 
 def to_dict(run: RunResult) -> dict[str, Any]:
@@ -31,6 +44,7 @@ def to_dict(run: RunResult) -> dict[str, Any]:
                 "transcript": c.transcript,
                 "duration_s": c.duration_s,
                 "seed": c.seed,
+                **_feedback(c),
             }
             for c in run.checks
         ],

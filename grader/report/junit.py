@@ -13,7 +13,7 @@ import xml.etree.ElementTree as ET
 
 from junit_xml import TestCase, TestSuite, to_xml_report_string
 
-from grader.report.model import RunResult
+from grader.report.model import CheckResult, RunResult
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
 
@@ -23,10 +23,16 @@ def _clean(text: str) -> str:
     return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
 
 
-def _failure_text(message: str, transcript: str, hint: str) -> str:
+def _failure_text(message: str, transcript: str, hint: str, check: CheckResult | None = None) -> str:
     parts = [message]
     if transcript:
         parts.append("Transcript:\n" + transcript)
+    if check is not None and check.differential is not None:
+        parts.append(check.differential.text)
+    if check is not None and check.smallest is not None:
+        parts.append("Smallest failing case: " + check.smallest.summary)
+    if check is not None and check.pcap:
+        parts.append("Packet capture: " + check.pcap)
     if hint:
         parts.append("Hint: " + hint)
     return _clean("\n\n".join(parts))
@@ -43,7 +49,7 @@ def to_junit(run: RunResult) -> str:
         )
         first_line = _clean(c.message.splitlines()[0] if c.message else c.outcome)
         if c.outcome == "failed":
-            case.add_failure_info(message=first_line, output=_failure_text(c.message, c.transcript, c.hint),
+            case.add_failure_info(message=first_line, output=_failure_text(c.message, c.transcript, c.hint, c),
                                   failure_type="failure")
         elif c.outcome == "error":
             case.add_error_info(message=first_line, output=_failure_text(c.message, c.transcript, ""),

@@ -11,6 +11,31 @@ OUTCOMES = ("passed", "failed", "error", "skipped")
 
 
 @dataclass(frozen=True)
+class Differential:
+    """A failed check beside the same probe (same seed, same fragments) run against the reference program."""
+
+    reference: str  # the reference program's folder
+    reference_outcome: str  # passed | failed | error: how the reference fared on the same probe
+    summary: str  # one line: "reference sent `…`, yours sent `…`"
+    text: str  # both exchanges, one above the other, the first differing byte marked
+    connection: str = ""  # where they part: the connection's label
+    direction: str = ""  # "program" (bytes the programs sent) or "grader" (bytes they let the grader send)
+    offset: int | None = None  # the first differing byte on that connection and direction
+    reference_bytes: str = ""  # escaped, trimmed: the reference's bytes around it
+    yours_bytes: str = ""  # escaped, trimmed: the submission's bytes around it
+
+
+@dataclass(frozen=True)
+class Smallest:
+    """The smallest variation of a failed check's fault injection that still fails it."""
+
+    summary: str  # in words: "fails when the request arrives in 2 pieces split after byte 17 (…)"
+    trials: int  # how many variations were run to find it
+    pieces: tuple[str, ...] = ()  # the fragments, escaped and trimmed (for a split request)
+    short_io: str = ""  # the schedule, for a check with short reads/writes
+
+
+@dataclass(frozen=True)
 class CheckResult:
     """The verdict on one check."""
 
@@ -25,6 +50,9 @@ class CheckResult:
     transcript: str
     duration_s: float
     seed: int
+    differential: Differential | None = None
+    smallest: Smallest | None = None
+    pcap: str = ""  # a packet capture of the check's traffic (grader check --pcap DIR)
 
     @property
     def score(self) -> float:

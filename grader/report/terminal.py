@@ -45,6 +45,18 @@ def render(run: RunResult, console: Console, *, transcripts: bool = True) -> Non
             parts.append(Text.assemble(("Hint: ", "bold yellow"), c.hint))
         if transcripts and c.transcript:
             parts.append(Text.assemble(("What happened on the wire:\n", "bold"), (c.transcript, "dim")))
+        if c.differential is not None and transcripts:
+            head, _, rest = c.differential.text.partition("\n")
+            body, _, last = rest.rpartition("\n")
+            parts.append(Text.assemble((head + "\n", "bold"), (body + "\n", "dim"), (last, "cyan")))
+        elif c.differential is not None:
+            parts.append(Text.assemble(("Compared with the reference program: ", "bold"),
+                                       (c.differential.summary, "cyan")))
+        if c.smallest is not None:
+            parts.append(Text.assemble(("Smallest failing case: ", "bold"), c.smallest.summary,
+                                       (f" (replay: --only {c.id} --seed {run.seed})", "dim")))
+        if c.pcap:
+            parts.append(Text.assemble(("Packet capture: ", "bold"), c.pcap))
         console.print(Panel(Group(*parts), title=f"[{colour}]{label}[/] {escape(c.id)} — {escape(c.title)}",
                             title_align="left", border_style=colour))
     total = len(run.checks)

@@ -16,10 +16,20 @@ import jsonschema
 import yaml
 from jsonschema.exceptions import ValidationError, best_match
 
+from grader.catalog import lab_root
 from grader.driver.limits import Limits
 from grader.errors import Location, SpecError
 from grader.spec import yamlpos
-from grader.spec.model import Args, Check, ShortIOConfig, Spec, Step, SubmissionConfig, freeze
+from grader.spec.model import (
+    DIFFERENTIAL_DEFAULT,
+    Args,
+    Check,
+    ShortIOConfig,
+    Spec,
+    Step,
+    SubmissionConfig,
+    freeze,
+)
 from grader.spec.schema import spec_schema
 from grader.steps.registry import REGISTRY, LoadContext
 
@@ -175,6 +185,7 @@ def _build(data: yamlpos.PosDict, path: Path) -> Spec:
                     reads=bool(sio.get("reads", True)),
                 ),
                 fresh=bool(raw.get("fresh", False)),
+                differential=bool(raw.get("differential", DIFFERENTIAL_DEFAULT)),
             )
         )
     return Spec(
@@ -186,7 +197,23 @@ def _build(data: yamlpos.PosDict, path: Path) -> Spec:
         checks=tuple(checks),
         path=path,
         defaults=freeze(defaults),
+        reference=_reference(data, path, at),
     )
+
+
+def _reference(data: yamlpos.PosDict, path: Path, at: Any) -> Path | None:
+    """The reference program's folder: the spec's ``reference`` (relative to it), none with ``false``, or by
+    default the lab's shipped reference beside the specs' folder (None when there is none)."""
+    raw = data.get("reference")
+    if raw is False:
+        return None
+    if raw is None:
+        shipped = lab_root(path.parent) / "reference" / str(data["lab"])
+        return shipped if shipped.is_dir() else None
+    folder = (path.parent / str(raw)).resolve()
+    if not folder.is_dir():
+        raise SpecError(at(data, "reference"), f"reference: {raw!r} is not a folder (looked at {folder})")
+    return folder
 
 
 def _step(raw: yamlpos.PosDict, line: int, file: str, load_ctx: LoadContext) -> Step:

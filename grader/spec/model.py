@@ -29,6 +29,10 @@ CATEGORIES: tuple[str, ...] = (
 READY_MODES: tuple[str, ...] = ("tcp", "udp", "none")
 Visibility = Literal["visible", "hidden"]
 
+# Defaults of the feedback keys, in one place: the loader, the JSON Schema and the docs read them from here.
+DIFFERENTIAL_DEFAULT = True  # a failing check is run again against the reference program and compared
+REFERENCE_DEFAULT_TEXT = "the lab's shipped reference: reference/<lab> beside the specs' folder"
+
 
 def freeze(value: Any) -> Any:
     """A read-only deep copy of plain YAML data (mappings become MappingProxyType, lists tuples)."""
@@ -103,6 +107,7 @@ class Check:
     where: Location
     short_io: ShortIOConfig | None = None
     fresh: bool = False
+    differential: bool = DIFFERENTIAL_DEFAULT
 
 
 @dataclass(frozen=True)
@@ -129,6 +134,7 @@ class Spec:
     checks: tuple[Check, ...]
     path: Path
     defaults: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    reference: Path | None = None  # the reference program's folder (None: the spec names none, or turned it off)
 
     @property
     def directory(self) -> Path:

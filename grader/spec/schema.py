@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from grader.driver import limits
-from grader.spec.model import CATEGORIES, READY_MODES
+from grader.spec.model import CATEGORIES, DIFFERENTIAL_DEFAULT, READY_MODES, REFERENCE_DEFAULT_TEXT
 from grader.steps import all as _all  # noqa: F401  (registers the step types)
 from grader.steps.registry import REGISTRY
 
@@ -58,6 +58,11 @@ def spec_schema() -> dict[str, Any]:
                 },
             },
             "files": {"type": "object", "additionalProperties": {"type": "string"}},
+            "reference": {
+                "oneOf": [{"type": "string", "minLength": 1}, {"const": False}],
+                "description": "the folder of a correct program, relative to the spec, that a failing check is "
+                f"compared with; false for none (default: {REFERENCE_DEFAULT_TEXT})",
+            },
             "defaults": {
                 "type": "object",
                 "additionalProperties": False,
@@ -82,6 +87,12 @@ def spec_schema() -> dict[str, Any]:
                     "timeout": {"type": "number", "exclusiveMinimum": 0, "maximum": 600},
                     "hint": {"type": "string"},
                     "fresh": {"type": "boolean", "description": "start the server anew for this check"},
+                    "differential": {
+                        "type": "boolean",
+                        "default": DIFFERENTIAL_DEFAULT,
+                        "description": "when the check fails, run it against the reference program too and show "
+                        f"where the two exchanges part (default: {str(DIFFERENTIAL_DEFAULT).lower()})",
+                    },
                     "short_io": {
                         "type": "object",
                         "additionalProperties": False,

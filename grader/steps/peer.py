@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import random
+from pathlib import Path
+
 from grader.driver.net import FIN, RST, TIMEOUT, Listener
 from grader.engine.context import CheckContext
 from grader.errors import CheckFailed, SpecError
@@ -141,6 +144,24 @@ def _check_respond(args: Args, load: LoadContext) -> None:
         raise SpecError(args.where, "raw_text replaces the whole response; drop status and body_*")
 
 
+def response_bytes(a: Args, spec_dir: Path, rng: random.Random) -> bytes:
+    """The bytes a respond step sends (a random body's from ``rng``)."""
+    if "raw_text" in a:
+        return a.str("raw_text").encode("latin-1")
+    body = payload(a, spec_dir, rng, prefix="body_") or b""
+    status = a.int("status", 200)
+    reason = a.str("reason", _REASONS.get(status, "Status"))
+    lines = [f"{a.str('version', 'HTTP/1.0')} {status} {reason}"]
+    headers = dict(a.get("headers") or {})
+    cl = a.get("content_length", True)
+    if cl is True:
+        headers.setdefault("Content-Length", str(len(body)))
+    elif cl is not False:
+        headers["Content-Length"] = str(cl)
+    lines += [f"{k}: {v}" for k, v in headers.items()]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
+
+
 @step(
     "respond",
     group="tcp server",
@@ -173,21 +194,7 @@ def _check_respond(args: Args, load: LoadContext) -> None:
 def respond(ctx: CheckContext, st: Step) -> None:
     a = st.args
     conn = conn_of(ctx, a)
-    if "raw_text" in a:
-        data = a.str("raw_text").encode("latin-1")
-    else:
-        body = payload(a, ctx.shared.spec.directory, ctx.rng, prefix="body_") or b""
-        status = a.int("status", 200)
-        reason = a.str("reason", _REASONS.get(status, "Status"))
-        lines = [f"{a.str('version', 'HTTP/1.0')} {status} {reason}"]
-        headers = dict(a.get("headers") or {})
-        cl = a.get("content_length", True)
-        if cl is True:
-            headers.setdefault("Content-Length", str(len(body)))
-        elif cl is not False:
-            headers["Content-Length"] = str(cl)
-        lines += [f"{k}: {v}" for k, v in headers.items()]
-        data = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
+    data = response_bytes(a, ctx.shared.spec.directory, ctx.rng)
     deadline = ctx.step_deadline(a.get("timeout"))
     cuts = split_points(data, a.get("split", ()))
     conn.send_fragments(fragments(data, cuts), deadline, delay=a.float("delay", 0.0))
