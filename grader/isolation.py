@@ -26,12 +26,13 @@ import subprocess
 import sys
 import tempfile
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Protocol
 
 from grader.driver.limits import Limits
+from grader.driver.preload import default_cache_dir as preload_cache
 from grader.engine.runner import Options, grade, local_backend, select_checks
 from grader.errors import GraderError, HarnessError, SpecError, UsageError
 from grader.report.model import CheckResult, RunResult, from_plain, to_plain
@@ -127,9 +128,9 @@ def run_isolated(argv: list[str], results: Path, timeout: float, progress: Progr
     stderr_pipe = proc.stderr
     drain = threading.Thread(target=lambda: errors.append(_read_capped(stderr_pipe)), daemon=True)
     drain.start()
-    killer = threading.Timer(timeout, proc.kill)
-    killer.start()
+    killer = _deadline(timeout, proc.kill)
     try:
+        killer.start()
         for line in proc.stdout:
             event = _event(line)
             if event is not None and progress is not None and "check" in event:
@@ -147,6 +148,15 @@ def run_isolated(argv: list[str], results: Path, timeout: float, progress: Progr
         late = " (killed: it took longer than its deadline)" if code == -9 else ""
         raise HarnessError(f"the {what} ended with status {code}{late} and no result: {stderr[-1500:] or 'no output'}")
     return _read_result(path, what)
+
+
+def _deadline(timeout: float, action: Callable[[], None]) -> threading.Timer:
+    """A timer that runs ``action`` at the deadline; a daemon, so that an interrupted grader (Ctrl-C, SIGTERM,
+    even inside ``start()``) never waits for it to exit. Start it inside the ``try`` whose ``finally`` cancels
+    it."""
+    timer = threading.Timer(timeout, action)
+    timer.daemon = True
+    return timer
 
 
 def _read_capped(pipe: IO[bytes], cap: int = 64 * 1024) -> bytes:
@@ -175,9 +185,16 @@ class SandboxIsolation:
         return jail.available()
 
     def command(self, results: Path, limits: Limits, shown: list[Path]) -> list[str]:
-        """bwrap's command line; ``shown`` are folders the harness reads (the spec's, the submission), bound
-        read-only at their own paths, since the sandbox's /tmp is a fresh one."""
-        binds = [arg for path in shown for arg in ("--ro-bind", str(path), str(path))]
+        """bwrap's command line; ``shown`` are folders the harness reads (the spec's, the submission). The
+        sandbox's /tmp is a fresh one: what the harness needs from the machine's /tmp (these folders, and the
+        grader itself when it is installed or checked out there) is bound back read-only at its own path."""
+        needed = [*shown, *_harness_paths()]
+        binds = [arg for path in _outermost(p for p in needed if p.is_relative_to("/tmp"))
+                 for arg in ("--ro-bind", str(path), str(path))]
+        cache = preload_cache()
+        if cache.is_relative_to("/tmp"):
+            cache.mkdir(parents=True, exist_ok=True)
+            binds += ["--bind", str(cache), str(cache)]
         return [
             "bwrap",
             "--unshare-net", "--unshare-pid", "--unshare-ipc", "--unshare-uts",
@@ -236,11 +253,16 @@ class DockerIsolation:
             job = dataclasses.replace(job, spec=f"{root}/spec/{spec.path.name}", submission=f"{root}/submission")
             (results / JOB_FILE).write_text(job.dumps(), encoding="utf-8")
             name = f"grader-{secrets.token_hex(6)}"
+            # A spec's `call` functions are importable in the container from beside the spec, as here.
+            spec_dir = spec.directory.resolve()
+            inside = [f"{root}/spec/{Path(p).resolve().relative_to(spec_dir)}".rstrip("/.") for p in sys.path
+                      if p and Path(p).is_dir() and Path(p).resolve().is_relative_to(spec_dir)]
             try:
                 container = client.containers.create(
                     image, name=name, entrypoint=["python", "-m", "grader.isolation"],
                     command=[f"{root}/results/{JOB_FILE}"],
                     labels={"org.socket-lab-grader.grading": "1"},
+                    environment={"PYTHONPATH": os.pathsep.join(inside)} if inside else {},
                     network_mode="none", read_only=True, user="0",
                     tmpfs={root: "mode=0700", "/tmp": f"size={limits.disk_mb}m,mode=1777,exec", "/run": "mode=0755"},
                     volumes={str(spec.directory.resolve()): {"bind": f"{root}/spec", "mode": "ro"},
@@ -271,10 +293,10 @@ class DockerIsolation:
             with contextlib.suppress(Exception):  # it may have ended in the meantime
                 container.kill()
 
-        killer = threading.Timer(timeout, kill)
-        killer.start()
+        killer = _deadline(timeout, kill)
         pending = b""
         try:
+            killer.start()
             for chunk in container.logs(stream=True, follow=True, stdout=True, stderr=False):
                 pending += chunk
                 *lines, pending = pending.split(b"\n")
@@ -299,6 +321,23 @@ def _read_result(path: Path, what: str) -> RunResult:
         kind, message = data["error"]["kind"], data["error"]["message"]
         raise UsageError(message) if kind == "usage" else HarnessError(f"in the {what}: {message}")
     return from_plain(data["result"])
+
+
+def _harness_paths() -> list[Path]:
+    """Where the running grader lives: its interpreter's prefixes, its package, its import path."""
+    paths = [Path(sys.prefix), Path(sys.base_prefix), Path(sys.executable).resolve().parent,
+             Path(__file__).resolve().parent.parent]
+    paths += [Path(p) for p in sys.path if p and os.path.isdir(p)]
+    return [p.resolve() for p in paths]
+
+
+def _outermost(paths: Iterable[Path]) -> list[Path]:
+    """The paths, without those inside another of them."""
+    chosen: list[Path] = []
+    for path in sorted(set(paths), key=lambda p: len(p.parts)):
+        if not any(path.is_relative_to(c) for c in chosen):
+            chosen.append(path)
+    return chosen
 
 
 ISOLATIONS: dict[str, Isolation] = {"local": LocalIsolation(), "sandbox": SandboxIsolation(),

@@ -122,32 +122,53 @@ def test_a_fixture_fails_exactly_its_expected_checks_inside_the_container(run: R
 
 
 # Tries to change the grader's own files; prints, as JSON, the targets it could write to.
-PROBE = """
+WHERE = """
 import json, os, pathlib, grader
 pkg = pathlib.Path(grader.__file__).parent
-targets = [pkg / "__init__.py", pkg / "labs/specs/tcp-echo-server.yaml", pkg / "labs/reference/serve.py",
-           pkg / "labs/specs/new.yaml", pkg / "driver/new.py", pathlib.Path("/opt/venv/bin/new"),
-           next(pathlib.Path(os.environ["XDG_CACHE_HOME"]).rglob("libshortio-*.so"))]
-written = []
-for target in targets:
-    try:
-        with open(target, "a"):
-            written.append(str(target))
-    except PermissionError:
-        pass
-print(json.dumps({"uid": os.getuid(), "written": written, "tried": len(targets)}))
+print(json.dumps([str(p) for p in (pkg / "__init__.py", pkg / "labs/specs/tcp-echo-server.yaml",
+                  pkg / "labs/reference/serve.py", pkg / "labs/specs/new.yaml", pkg / "driver/new.py",
+                  pathlib.Path("/opt/venv/bin/new"),
+                  next(pathlib.Path(os.environ["XDG_CACHE_HOME"]).rglob("libshortio-*.so")))]))
 """
 
+PROBE = """
+import json, os, sys
+read, written = [], []
+for target in json.loads(sys.argv[1]):
+    try:
+        with open(target, "rb") as fh:
+            fh.read(1)
+        read.append(target)
+    except OSError:
+        pass
+    try:
+        with open(target, "a"):
+            written.append(target)
+    except OSError:
+        pass
+print(json.dumps({"uid": os.getuid(), "read": read, "written": written}))
+"""
+# The system's python3, as the docker backend runs a submission's programs (the grader's venv is root's alone).
+SYSTEM_PYTHON = ["/usr/bin/env", "-i", "PATH=/usr/local/bin:/usr/bin:/bin", "python3"]
 
-def test_the_submission_user_cannot_write_the_grader_files(run: Run) -> None:
-    as_student = run(["-c", PROBE], user=dockerenv.SUBMISSION_USER, entrypoint=["python3"])
+
+def test_the_submission_user_can_neither_read_nor_write_the_grader(run: Run) -> None:
+    where = run(["-c", WHERE], entrypoint=["python3"])
+    assert where.status == 0, where.output
+    targets = json.loads(where.output)
+    existing = [t for t in targets if "/new" not in t]
+    as_student = run(["-c", PROBE, json.dumps(targets)], user=dockerenv.SUBMISSION_USER, entrypoint=SYSTEM_PYTHON)
     assert as_student.status == 0, as_student.output
     seen = json.loads(as_student.output)
     assert seen["uid"] == dockerenv.SUBMISSION_UID
     assert seen["written"] == [], f"the submission user could write: {seen['written']}"
-    # The probe does find writable files: root, in a throwaway container, writes them all.
-    as_root = json.loads(run(["-c", PROBE], entrypoint=["python3"]).output)
-    assert as_root["uid"] == 0 and len(as_root["written"]) == as_root["tried"]
+    # The specs (hidden checks) and the grader cannot even be read; the preload library, which the harness
+    # copies to each submission anyway, may be.
+    assert [t for t in seen["read"] if "libshortio" not in t] == [], f"the submission user could read {seen['read']}"
+    # The probe does find them: root, in a throwaway container, reads and writes them all.
+    as_root = json.loads(run(["-c", PROBE, json.dumps(targets)], entrypoint=SYSTEM_PYTHON).output)
+    assert as_root["uid"] == 0 and len(as_root["written"]) == len(targets)
+    assert set(as_root["read"]) == set(existing)
 
 
 @pytest.mark.parametrize("listener", [False, True], ids=["no-socket", "socket-not-listening"])
