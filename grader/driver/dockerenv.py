@@ -3,7 +3,8 @@ and verify the image, and the errors that say what to do when either is missing.
 
 The docker backend and the tests use this module; ``scripts/build-image`` (``grader/imagebuild.py``) builds the
 image and labels it with :func:`inputs_digest` of the checkout it was built from, so a stale image is caught.
-The docker SDK is imported only by :func:`connect`, so the build script runs on a bare ``python3``.
+The docker SDK is imported only inside the functions that talk to the engine, so the build script runs on a bare
+``python3``.
 """
 
 from __future__ import annotations
