@@ -1,0 +1,128 @@
+"""Verdicts that hold on real software (issue 8): fault injection never forges what Linux cannot, so programs
+are judged by what they do, blocking or not.
+
+Each test grades a small real program with a shipped spec over loopback and asserts exactly which checks fail.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from progs import c_prog, py_prog
+
+from grader import catalog
+from grader.engine.runner import Options, grade
+from grader.spec.loader import load_spec
+
+PARTIAL_READS = ("split-request-line", "split-blank-line", "every-byte", "short-reads")
+
+# A non-blocking server that still assumes one recv() returns the whole request: the preload leaves its
+# non-blocking reads alone, so the fragments the harness sends (each only once the previous one was read) are
+# what catch it, every time.
+PY_NONBLOCKING_ONE_RECV = r'''
+import selectors, socket, sys
+docroot = sys.argv[2]
+sel = selectors.DefaultSelector()
+srv = socket.socket()
+srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+srv.bind(("127.0.0.1", int(sys.argv[1])))
+srv.listen(16)
+srv.setblocking(False)
+sel.register(srv, selectors.EVENT_READ)
+while True:
+    for key, _ in sel.select():
+        if key.fileobj is srv:
+            conn, _ = srv.accept()
+            conn.setblocking(False)
+            sel.register(conn, selectors.EVENT_READ)
+            continue
+        conn = key.fileobj
+        sel.unregister(conn)
+        data = conn.recv(4096)  # the bug: one recv() taken for the whole request
+        parts = data.split(b"\r\n")[0].split(b" ")
+        if len(parts) == 3 and parts[0] == b"GET" and data.endswith(b"\r\n\r\n"):
+            body = open(docroot + parts[1].decode(), "rb").read()
+            reply = b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n\r\n" % len(body) + body
+        else:
+            reply = b"HTTP/1.0 400 Bad Request\r\nContent-Length: 0\r\n\r\n"
+        conn.setblocking(True)
+        conn.sendall(reply)
+        conn.close()
+'''
+
+C_NONBLOCKING_ONE_RECV = r'''
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+int main(int argc, char **argv)
+{
+    struct sockaddr_in a;
+    int one = 1, lfd = socket(AF_INET, SOCK_STREAM, 0);
+    (void)argc;
+    setsockopt(lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    memset(&a, 0, sizeof a);
+    a.sin_family = AF_INET;
+    a.sin_port = htons((unsigned short)atoi(argv[1]));
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (bind(lfd, (struct sockaddr *)&a, sizeof a) || listen(lfd, 16))
+        return 1;
+    for (;;) {
+        char buf[4096], target[2001], path[4200], body[8192];
+        struct pollfd p;
+        int fd = accept(lfd, NULL, NULL), file;
+        ssize_t n, len = 0;
+        if (fd < 0)
+            continue;
+        fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+        p.fd = fd;
+        p.events = POLLIN;
+        poll(&p, 1, 5000);
+        n = recv(fd, buf, sizeof buf - 1, 0); /* the bug: one recv() taken for the whole request */
+        buf[n > 0 ? n : 0] = '\0';
+        if (sscanf(buf, "GET %2000s HTTP/1.", target) == 1 && strstr(buf, "\r\n\r\n") != NULL) {
+            snprintf(path, sizeof path, "%.2000s%s", argv[2], target);
+            file = open(path, O_RDONLY);
+            if (file >= 0) {
+                len = read(file, body, sizeof body);
+                close(file);
+            }
+            dprintf(fd, "HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\nContent-Length: %zd\r\n\r\n", len);
+            fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
+            for (ssize_t off = 0; off < len;) {
+                ssize_t w = send(fd, body + off, (size_t)(len - off), 0);
+                if (w <= 0)
+                    break;
+                off += w;
+            }
+        } else {
+            dprintf(fd, "HTTP/1.0 400 Bad Request\r\nContent-Length: 0\r\n\r\n");
+        }
+        close(fd);
+    }
+}
+'''
+
+
+@pytest.mark.usefixtures("no_leftover_processes")
+@pytest.mark.parametrize("language", ["python", "c"])
+def test_non_blocking_one_recv_server_still_fails(tmp_path: Path, language: str) -> None:
+    if language == "python":
+        folder = py_prog(tmp_path / "sub", PY_NONBLOCKING_ONE_RECV, prelude="")
+    else:
+        folder = c_prog(tmp_path / "sub", C_NONBLOCKING_ONE_RECV)
+    spec = load_spec(catalog.resolve("http-server"))
+    for seed in (1, 2):
+        result = grade(spec, folder, Options(run="./prog {port} {docroot}", build="", seed=seed, only=PARTIAL_READS))
+        failed = {c.id for c in result.checks if c.outcome != "passed"}
+        # short-reads forges short counts on blocking reads only: this program's read is non-blocking, and the
+        # fragments of the other checks are what a real network gives it.
+        assert failed == {"split-request-line", "split-blank-line", "every-byte"}, [
+            (c.id, c.message) for c in result.checks
+        ]
