@@ -126,3 +126,48 @@ def test_non_blocking_one_recv_server_still_fails(tmp_path: Path, language: str)
         assert failed == {"split-request-line", "split-blank-line", "every-byte"}, [
             (c.id, c.message) for c in result.checks
         ]
+
+
+# A Python server whose sockets have a timeout (so they are non-blocking inside, and the preload leaves them
+# alone) and that sends each response with one conn.send(), ignoring its count. On the small window of
+# short-writes the kernel's own send() comes back short, every time. (Whether large-file's fast reader takes
+# 3 MB in one call is up to the kernel's timing, so that check is left out here.)
+PY_TIMEOUT_ONE_SEND = r'''
+import os, socket, sys, threading
+docroot = sys.argv[2]
+
+def handle(conn):
+    with conn:
+        conn.settimeout(10)
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = conn.recv(4096)
+            if not chunk:
+                return
+            data += chunk
+        target = data.split(b" ")[1].decode()
+        with open(os.path.join(docroot, target.lstrip("/")), "rb") as f:
+            body = f.read()
+        conn.send(b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+        conn.shutdown(socket.SHUT_WR)
+        while conn.recv(4096):
+            pass
+
+srv = socket.socket()
+srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+srv.bind(("127.0.0.1", int(sys.argv[1])))
+srv.listen(16)
+while True:
+    threading.Thread(target=handle, args=(srv.accept()[0],), daemon=True).start()
+'''
+
+
+@pytest.mark.usefixtures("no_leftover_processes")
+def test_non_blocking_ignored_send_count_still_fails(tmp_path: Path) -> None:
+    folder = py_prog(tmp_path / "sub", PY_TIMEOUT_ONE_SEND, prelude="")
+    spec = load_spec(catalog.resolve("http-server"))
+    only = ("type-text", "short-writes")
+    for seed in (1, 2):
+        result = grade(spec, folder, Options(run="./prog {port} {docroot}", build="", seed=seed, only=only))
+        failed = {c.id for c in result.checks if c.outcome != "passed"}
+        assert failed == {"short-writes"}, [(c.id, c.message) for c in result.checks]

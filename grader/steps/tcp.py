@@ -47,8 +47,14 @@ def conn_of(ctx: CheckContext, args: Args) -> TcpConn:
 @step(
     "connect",
     group="tcp client",
-    summary="Open a TCP connection to the server submission (IPv4 by default, or IPv6 on ::1).",
-    schema=obj({"as": NAME, "family": {"enum": ["ipv4", "ipv6"]}, "timeout": SECONDS}),
+    summary=(
+        "Open a TCP connection to the server submission (IPv4 by default, or IPv6 on ::1). With small_window: "
+        "true the harness is a client on an Ethernet-sized path (a 64 KB receive buffer, 1460-byte segments): the "
+        "submission's send buffer stays under about 1 MB, so a longer response keeps it sending, its send() "
+        "blocking (or returning short, if non-blocking) while the harness reads slowly or not at all."
+    ),
+    schema=obj({"as": NAME, "family": {"enum": ["ipv4", "ipv6"]}, "small_window": {"type": "boolean"},
+                "timeout": SECONDS}),
     example="- connect: {as: c}",
 )
 def connect(ctx: CheckContext, st: Step) -> None:
@@ -57,7 +63,8 @@ def connect(ctx: CheckContext, st: Step) -> None:
     host = "::1" if a.str("family", "ipv4") == "ipv6" else ctx.host
     port = ctx.supervisor.tcp_port
     ctx.conns[name] = TcpConn.connect(
-        host, port, ctx.label(name), ctx.transcript, ctx.step_deadline(a.get("timeout"))
+        host, port, ctx.label(name), ctx.transcript, ctx.step_deadline(a.get("timeout")),
+        small_window=a.bool("small_window"),
     )
 
 
