@@ -6,13 +6,15 @@ Each test grades a small real program with a shipped spec over loopback and asse
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
-from progs import c_prog, py_prog
+from progs import c_prog, py_prog, write_spec
 
 from grader import catalog
 from grader.engine.runner import Options, grade
+from grader.engine.supervisor import READY_GRACE_S
 from grader.spec.loader import load_spec
 
 PARTIAL_READS = ("split-request-line", "split-blank-line", "every-byte", "short-reads")
@@ -171,3 +173,71 @@ def test_non_blocking_ignored_send_count_still_fails(tmp_path: Path) -> None:
         result = grade(spec, folder, Options(run="./prog {port} {docroot}", build="", seed=seed, only=only))
         failed = {c.id for c in result.checks if c.outcome != "passed"}
         assert failed == {"short-writes"}, [(c.id, c.message) for c in result.checks]
+
+
+# Partial credit: a server up on some of the spec's sockets is graded; the checks needing a missing one fail
+# with their own message, the others run. Exit 3 only when nothing starts.
+PARTIAL_CHECKS = """
+- id: over-tcp
+  fresh: true
+  steps:
+    - connect: {}
+    - send: {text: "ping"}
+    - expect_bytes: {echo: true, timeout: 3}
+- id: over-udp
+  fresh: true
+  steps:
+    - udp_send: {sock: u, text: "ping"}
+    - udp_expect: {sock: u, echo: true, timeout: 3}
+"""
+PY_TCP_ECHO = r'''
+import socket, sys, threading
+BIND = sys.argv[2] if len(sys.argv) > 2 else "127.0.0.1"
+PORT = int(sys.argv[1]) if BIND != "wrong-port" else 0
+family = socket.AF_INET6 if ":" in BIND else socket.AF_INET
+s = socket.socket(family, socket.SOCK_STREAM)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("127.0.0.1" if BIND == "wrong-port" else BIND, PORT))
+s.listen(8)
+def echo(c):
+    with c:
+        while data := c.recv(4096):
+            c.sendall(data)
+while True:
+    threading.Thread(target=echo, args=(s.accept()[0],), daemon=True).start()
+'''
+
+
+@pytest.mark.usefixtures("no_leftover_processes")
+@pytest.mark.parametrize(
+    ("bind", "udp_says", "tcp_says"),
+    [
+        ("127.0.0.1", "it never opened a UDP socket on port", None),
+        ("::1", "it never opened a UDP socket on port", "at [::1] only, which the harness, at 127.0.0.1, does not"),
+        ("wrong-port", "it never opened a UDP socket on port", "instead of"),
+    ],
+)
+def test_partial_credit(tmp_path: Path, bind: str, udp_says: str, tcp_says: str | None) -> None:
+    spec = write_spec(tmp_path / "spec", PARTIAL_CHECKS, run=f"./prog {{port}} {bind}", ready=["tcp", "udp"])
+    sub = py_prog(tmp_path / "sub", PY_TCP_ECHO, prelude="")
+    t0 = time.monotonic()
+    result = grade(load_spec(spec), sub, Options(seed=1))
+    assert result.status == "graded", result.status_message
+    by_id = {c.id: c for c in result.checks}
+    assert udp_says in by_id["over-udp"].message and by_id["over-udp"].outcome == "failed"
+    if tcp_says is None:
+        assert by_id["over-tcp"].outcome == "passed", by_id["over-tcp"].message
+    else:
+        assert tcp_says in by_id["over-tcp"].message and by_id["over-tcp"].outcome == "failed"
+    # The grace for the missing socket is waited once, at the first start; not the whole ready_timeout, and
+    # not again at each fresh start.
+    assert time.monotonic() - t0 < 2 * READY_GRACE_S + 3
+
+
+@pytest.mark.usefixtures("no_leftover_processes")
+def test_nothing_up_is_not_graded(tmp_path: Path) -> None:
+    spec = write_spec(tmp_path / "spec", PARTIAL_CHECKS, run="./prog", ready=["tcp", "udp"])
+    sub = py_prog(tmp_path / "sub", "import time\ntime.sleep(30)\n", prelude="")
+    result = grade(load_spec(spec), sub, Options(seed=1))
+    assert result.status == "start-failed" and result.exit_code == 3
+    assert "did not listen on TCP/UDP port" in result.status_message
