@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
-from progs import c_prog, py_prog, write_spec
+from progs import CLIENT_PRELUDE, c_prog, py_prog, run_grade, write_spec
 
 from grader import catalog
 from grader.engine.runner import Options, grade
@@ -241,3 +241,96 @@ def test_nothing_up_is_not_graded(tmp_path: Path) -> None:
     result = grade(load_spec(spec), sub, Options(seed=1))
     assert result.status == "start-failed" and result.exit_code == 3
     assert "did not listen on TCP/UDP port" in result.status_message
+
+
+# Causes are named, and blamed on the check that caused them.
+CAUSE_CHECKS = """
+- id: leaves
+  steps:
+    - connect: {}
+    - send: {text: "half a request", wait_read: true}
+- id: next
+  steps:
+    - connect: {}
+    - send: {text: "ping\\n"}
+    - expect_bytes: {echo: true, timeout: 3}
+"""
+# Echoes lines; a client that leaves mid-line makes it raise (uncaught, in the main thread): the harness's own
+# close at the end of 'leaves' kills it, whatever the timing.
+PY_DIES_ON_EOF = r'''
+s = listener()
+while True:
+    conn, _ = s.accept()
+    data = b""
+    while not data.endswith(b"\n"):
+        chunk = conn.recv(4096)
+        if not chunk:
+            raise ValueError(f"client left in the middle of a line: {data!r}")
+        data += chunk
+    conn.sendall(data)
+    conn.close()
+'''
+
+
+@pytest.mark.usefixtures("no_leftover_processes")
+def test_death_after_a_check_is_that_checks(tmp_path: Path) -> None:
+    spec = write_spec(tmp_path / "spec", CAUSE_CHECKS)
+    sub = py_prog(tmp_path / "sub", PY_DIES_ON_EOF)
+    for seed in (1, 2, 3):
+        graded = run_grade(spec, sub, seed=seed)
+        assert graded.outcomes == {"leaves": "failed", "next": "passed"}, graded.explain()
+        assert graded.messages["leaves"].startswith(
+            "the server exited with status 1 (uncaught ValueError: client left in the middle of a line: "
+            "b'half a request') during this check"), graded.messages["leaves"]
+
+
+DURING_CHECKS = """
+- id: crash
+  steps:
+    - connect: {}
+    - send: {text: "boom\\n"}
+    - expect_bytes: {echo: true, timeout: 3}
+"""
+
+
+@pytest.mark.usefixtures("no_leftover_processes")
+@pytest.mark.parametrize(("how", "cause"), [
+    ("os.kill(os.getpid(), signal.SIGSEGV)", "the server was killed by SIGSEGV (signal 11) during this check: "),
+    ("raise KeyError('boom')", "the server exited with status 1 (uncaught KeyError: 'boom') during this check: "),
+])
+def test_death_during_a_check_leads_the_message(tmp_path: Path, how: str, cause: str) -> None:
+    spec = write_spec(tmp_path / "spec", DURING_CHECKS)
+    sub = py_prog(tmp_path / "sub", f"""
+        s = listener()
+        conn, _ = s.accept()
+        conn.recv(100)
+        {how}
+    """)
+    graded = run_grade(spec, sub)
+    message = graded.messages["crash"]
+    assert message.startswith(cause) and "expected 5 bytes, got 0" in message, message
+
+
+@pytest.mark.usefixtures("no_leftover_processes")
+def test_client_crash_leads_the_message(tmp_path: Path) -> None:
+    checks = """
+    - id: client-crash
+      steps:
+        - listen: {as: srv}
+        - start: {listener: srv}
+        - accept: {listener: srv, as: c, timeout: 5}
+        - echo_serve: {conn: c, timeout: 5}
+        - expect_exit: {code: 0, timeout: 5}
+    """
+    spec = write_spec(tmp_path / "spec", checks, run="./prog {host} {port}", ready="none")
+    sub = py_prog(tmp_path / "sub", """
+        s = socket.create_connection((sys.argv[1], int(sys.argv[2])))
+        s.sendall(b"hello")
+        s.shutdown(socket.SHUT_WR)
+        data = s.recv(100)
+        raise ConnectionError("gave up after " + repr(data))
+    """, prelude=CLIENT_PRELUDE)
+    graded = run_grade(spec, sub)
+    message = graded.messages["client-crash"]
+    assert message.startswith("the client exited with status 1 (uncaught ConnectionError: gave up after b'hello'): "), (
+        message)

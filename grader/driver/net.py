@@ -152,6 +152,14 @@ class TcpConn:
         self.transcript.sent(self.label, data)
         return True
 
+    def queued(self) -> int:
+        """Bytes received and not yet taken: in our buffer, and waiting in our socket (FIONREAD)."""
+        try:
+            buf = fcntl.ioctl(self.sock.fileno(), termios.FIONREAD, struct.pack("i", 0))
+        except OSError:
+            return len(self.buffer)
+        return len(self.buffer) + int(struct.unpack("i", buf)[0])
+
     def unacked(self) -> int:
         """Bytes we sent that the peer's kernel has not yet acknowledged (SIOCOUTQ)."""
         buf = fcntl.ioctl(self.sock.fileno(), termios.TIOCOUTQ, struct.pack("i", 0))
