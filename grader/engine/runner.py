@@ -237,23 +237,34 @@ SETTLE_S = 1.0  # how long, after a check, the server may take to finish with th
 
 
 def close_wait(supervisor: Supervisor | None) -> frozenset[tuple[str, int]]:
-    """The clients of the server's sockets in CLOSE_WAIT: connections their client closed, the server not yet."""
+    """The clients of the server's connections that their client has closed and the server not yet: in
+    CLOSE_WAIT, or about to be (the client's FIN sent, not yet taken in: its side is in FIN_WAIT1)."""
     if supervisor is None or supervisor.proc is None or not supervisor.proc.alive():
         return frozenset()
-    return frozenset(e.remote for e in procfs.owned_sockets(supervisor.proc.pid)
-                     if e.state == procfs.TcpState.CLOSE_WAIT and e.local[1] == supervisor.tcp_port)
+    port = supervisor.tcp_port
+    closing = {e.local[1] for e in procfs.read_sockets(("tcp", "tcp6"), ports=(port,))
+               if e.state == procfs.TcpState.FIN_WAIT1 and e.remote[1] == port}
+    return frozenset(e.remote for e in procfs.owned_sockets(supervisor.proc.pid) if e.local[1] == port and (
+        e.state == procfs.TcpState.CLOSE_WAIT or (e.state == procfs.TcpState.ESTABLISHED and e.remote[1] in closing)))
 
 
 def settle(supervisor: Supervisor, baseline: frozenset[tuple[str, int]], transcript: Transcript) -> None:
     """After a check has closed its connections, let the server finish with them (close its sockets, or die of
     what it does with them, such as a send() raising SIGPIPE), at most SETTLE_S: a death that comes of a check
-    is then this check's, never the next one's. Sockets already in CLOSE_WAIT before the check (leaked by
-    earlier ones) are not waited for."""
+    is then this check's, never the next one's. It is done with them once they are closed, or once every thread
+    of it waits (twice in a row) with them still open: it leaks them. Sockets already in CLOSE_WAIT before the
+    check (leaked by earlier ones) are not waited for."""
     deadline = time.monotonic() + SETTLE_S
-    while close_wait(supervisor) - baseline:
+    seen: frozenset[tuple[str, int]] | None = None
+    while pending := close_wait(supervisor) - baseline:
+        proc = supervisor.proc
+        waiting = proc is not None and procfs.tree_waiting(proc.pid)
+        if waiting and pending == seen:  # twice in a row, every thread waits: it has done all it will with them
+            transcript.note(f"the server keeps {len(pending)} connection(s) this check closed open (CLOSE_WAIT)")
+            return
+        seen = pending if waiting else None
         if time.monotonic() > deadline:
-            transcript.note(f"the server still holds {len(close_wait(supervisor) - baseline)} connection(s) this "
-                            "check closed")
+            transcript.note(f"the server still holds {len(pending)} connection(s) this check closed")
             return
         time.sleep(0.005)
 
