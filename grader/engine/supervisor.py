@@ -157,11 +157,12 @@ class Supervisor:
         itself; ``::`` accepts IPv4 too unless IPV6_V6ONLY)."""
         try:
             addr = ipaddress.ip_address(ip)
+            host = ipaddress.ip_address(self.host)
         except ValueError:
-            return False
+            return True  # a host name: the harness resolves it, /proc cannot tell
         if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
             addr = addr.ipv4_mapped
-        return addr.is_unspecified or addr == ipaddress.ip_address(self.host)
+        return addr.is_unspecified or addr == host
 
     def _up(self, proc: Proc) -> bool:
         """Whether the tree listens on any TCP socket or has bound any UDP port: the server has started."""
