@@ -334,3 +334,38 @@ def test_client_crash_leads_the_message(tmp_path: Path) -> None:
     message = graded.messages["client-crash"]
     assert message.startswith("the client exited with status 1 (uncaught ConnectionError: gave up after b'hello'): "), (
         message)
+
+
+ECHO_CLIENT_CHECK = """
+- id: echo
+  timeout: 10
+  steps:
+    - listen: {as: srv}
+    - start: {listener: srv, stdin_text: "hello, echo\\n"}
+    - accept: {listener: srv, as: c, timeout: 5}
+    - echo_serve: {conn: c, timeout: 5}
+    - expect_exit: {code: 0, timeout: 5}
+    - expect_stdout: {stdin_echo: true}
+"""
+
+
+@pytest.mark.usefixtures("no_leftover_processes")
+def test_echo_serve_waits_a_bounded_time_for_a_client_that_never_waits(tmp_path: Path) -> None:
+    # A client that polls a non-blocking socket in a busy loop is never seen waiting: echo_serve reads anyway,
+    # after CLIENT_WAIT_S, and the correct client passes.
+    spec = write_spec(tmp_path / "spec", ECHO_CLIENT_CHECK, run="./prog {host} {port}", ready="none")
+    sub = py_prog(tmp_path / "sub", """
+        data = sys.stdin.buffer.read()
+        s = socket.create_connection((sys.argv[1], int(sys.argv[2])))
+        s.sendall(data)
+        s.setblocking(False)
+        got, deadline = b"", time.monotonic() + 8
+        while len(got) < len(data) and time.monotonic() < deadline:
+            try:
+                got += s.recv(4096)
+            except BlockingIOError:
+                pass
+        sys.stdout.buffer.write(got)
+    """, prelude=CLIENT_PRELUDE)
+    graded = run_grade(spec, sub)
+    assert graded.outcomes == {"echo": "passed"}, graded.explain()

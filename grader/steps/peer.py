@@ -32,6 +32,7 @@ from grader.steps.registry import LoadContext, step
 from grader.steps.tcp import conn_of, end_text
 
 POLL_S = 0.002
+CLIENT_WAIT_S = 1.0  # how long echo_serve waits for a client to be waiting before it reads anyway
 
 
 @step(
@@ -221,13 +222,14 @@ _REASONS = {200: "OK", 301: "Moved Permanently", 302: "Found", 400: "Bad Request
 
 def _wait_client_waiting(ctx: CheckContext, conn: TcpConn, deadline: float) -> None:
     """Wait until the client program has sent all it will before waiting for an answer: every thread of it
-    waits (in recv(), say), twice in a row, with nothing new arriving in between (or it has ended, or the
-    deadline passed). Echoing only then fixes what one recv() of the client can return: everything it sent,
-    never a part that depends on when the harness happened to read."""
+    waits (in recv(), say), twice in a row, with nothing new arriving in between (or it has ended, or
+    CLIENT_WAIT_S or the deadline passed). Echoing only then fixes what one recv() of the client can return:
+    everything it sent, never a part that depends on when the harness happened to read."""
     proc = ctx.shared.client
     if proc is None:
         return
     seen: int | None = None
+    deadline = min(deadline, time.monotonic() + CLIENT_WAIT_S)  # a client that spins (polls) never waits
     while remaining(deadline) > 0 and proc.alive():
         if procfs.tree_waiting(proc.pid):
             queued = conn.queued()
