@@ -51,6 +51,22 @@ class Verdicts:
     def errors(self) -> set[str]:
         return {cid for run in self.runs for cid, out in run.items() if out == "error"}
 
+    def failing_sets(self) -> list[frozenset[str]]:
+        """Which checks did not pass, run by run."""
+        return [frozenset(cid for cid, out in run.items() if out != "passed") for run in self.runs]
+
+    def flip_report(self) -> str:
+        """'' when every run failed the same checks; else which checks each run failed, e.g.
+        'run 1 fails a, b; run 2 fails a (flipped: b)'."""
+        flips = sorted(self.flips())
+        if not flips:
+            return ""
+        sets = self.failing_sets()
+        if len(set(sets)) == 1:  # the same checks fail, but not the same way (failed / error)
+            return "; ".join(f"{cid}: " + " ".join(run.get(cid, "?") for run in self.runs) for cid in flips)
+        runs = "; ".join(f"run {i + 1} fails {', '.join(sorted(f)) or 'nothing'}" for i, f in enumerate(sets))
+        return f"{runs} (flipped: {', '.join(flips)})"
+
 
 def load_subjects(spec: Spec) -> list[Subject]:
     root = catalog.lab_root(spec.directory)
@@ -81,15 +97,16 @@ def run_selftest(names: Sequence[str], *, repeat: int, jobs: int, console: Conso
     if not paths:
         raise UsageError("no specs to test")
     passed = failed = 0
+    totals = Totals()
     for path in paths:
         spec = load_spec(path)
         grader = _grader(spec, isolation or LocalIsolation(), limits)
-        if _selftest_spec(spec, max(1, repeat), max(1, jobs), console, grader):
+        if _selftest_spec(spec, max(1, repeat), max(1, jobs), console, grader, totals):
             passed += 1
         else:
             failed += 1
     colour = "green" if not failed else "red"
-    console.print(f"[bold {colour}]selftest: {passed} passed, {failed} failed[/]")
+    console.print(f"[bold {colour}]selftest: {passed} passed, {failed} failed[/] ({totals.describe()})")
     return 0 if not failed else 1
 
 
@@ -106,7 +123,29 @@ def _grader(spec: Spec, isolation: Isolation, limits: Sequence[str]) -> Grader:
     return run
 
 
-def _selftest_spec(spec: Spec, repeat: int, jobs: int, console: Console, grader: Grader) -> bool:
+@dataclass
+class Totals:
+    """Figures over every spec of a selftest: gradings, verdicts, and the programs and checks that flipped."""
+
+    gradings: int = 0
+    verdicts: int = 0
+    flipped_programs: int = 0
+    flipped_checks: int = 0
+
+    def add(self, verdicts: Verdicts) -> None:
+        self.gradings += len(verdicts.runs)
+        self.verdicts += sum(len(run) for run in verdicts.runs)
+        flips = verdicts.flips()
+        self.flipped_programs += bool(flips)
+        self.flipped_checks += len(flips)
+
+    def describe(self) -> str:
+        return (f"{self.gradings} gradings, {self.verdicts} verdicts; {self.flipped_checks} check verdict(s) "
+                f"flipped in {self.flipped_programs} program(s)")
+
+
+def _selftest_spec(spec: Spec, repeat: int, jobs: int, console: Console, grader: Grader,
+                   totals: Totals | None = None) -> bool:
     subjects = load_subjects(spec)
     verdicts = {s.name: Verdicts(s) for s in subjects}
     tasks = [(s, i) for i in range(repeat) for s in subjects]
@@ -120,6 +159,9 @@ def _selftest_spec(spec: Spec, repeat: int, jobs: int, console: Console, grader:
         for name, outcomes, status in pool.map(work, tasks):
             verdicts[name].runs.append(outcomes)
             verdicts[name].statuses.append(status)
+    if totals is not None:
+        for v in verdicts.values():
+            totals.add(v)
     return _report(spec, subjects, verdicts, repeat, console)
 
 
@@ -160,9 +202,10 @@ def _report(spec: Spec, subjects: list[Subject], verdicts: dict[str, Verdicts], 
         v = verdicts[s.name]
         if any(st != "graded" for st in v.statuses) and s.expected != set(ids):
             problems.append(f"{s.name}: the submission did not build or start ({', '.join(set(v.statuses))})")
-        for cid in sorted(v.flips()):
-            problems.append(f"{s.name}: {cid} flipped between runs: "
-                            + " ".join(run.get(cid, "?") for run in v.runs))
+        if v.flip_report():
+            problems.append(f"{s.name}: verdicts changed between runs: {v.flip_report()}")
+        if len(set(v.statuses)) > 1:
+            problems.append(f"{s.name}: the grading status changed between runs: {' '.join(v.statuses)}")
         for cid in sorted(v.errors()):
             problems.append(f"{s.name}: {cid} ended in a harness error")
         extra = v.failing() - s.expected - v.flips()

@@ -8,6 +8,8 @@ need=()
 for tool in gcc make socat curl tcpdump tshark bwrap prlimit setpriv; do
     command -v "$tool" >/dev/null 2>&1 || need+=("$tool")
 done
+# real event-driven HTTP servers graded by tests/test_real_programs.py (in /usr/sbin, off a user's PATH)
+for tool in nginx lighttpd; do [ -x "/usr/sbin/$tool" ] || need+=("$tool"); done
 if [ ${#need[@]} -gt 0 ]; then
     pkgs=()
     for t in "${need[@]}"; do

@@ -74,3 +74,27 @@ def test_byteswap() -> None:
         byteswap(1 << 16, 2)
     with pytest.raises(ValueError):
         byteswap(-1, 4)
+
+
+def test_modes_split_value_and_byte_order() -> None:
+    now = 3_900_000_000
+    big, little = now.to_bytes(4, "big"), now.to_bytes(4, "little")
+    unix = (now - 2208988800).to_bytes(4, "big")  # the wrong epoch
+    lo, hi = now - 2, now + 2
+    # "value": either byte order is fine, a wrong value or count is not
+    assert judge_uint_be(big, 4, lo, hi, "value").ok
+    assert judge_uint_be(little, 4, lo, hi, "value").ok
+    assert not judge_uint_be(unix, 4, lo, hi, "value").ok
+    assert not judge_uint_be(big + big, 4, lo, hi, "value").ok
+    # "byte-order": only host byte order fails, with the htonl message
+    verdict = judge_uint_be(little, 4, lo, hi, "byte-order")
+    assert not verdict.ok and "missing htonl" in verdict.message
+    assert judge_uint_be(big, 4, lo, hi, "byte-order").ok
+    assert judge_uint_be(unix, 4, lo, hi, "byte-order").ok
+    assert judge_uint_be(b"3900000000", 4, lo, hi, "byte-order").ok
+    assert not judge_uint_be(little + bytes(4), 4, lo, hi, "byte-order").ok  # a little-endian time_t
+    assert not judge_uint_be(b"", 4, lo, hi, "byte-order").ok  # nothing to judge
+    # "number" (the default) is both at once
+    assert not judge_uint_be(little, 4, lo, hi).ok and not judge_uint_be(unix, 4, lo, hi).ok
+    with pytest.raises(ValueError):
+        judge_uint_be(big, 4, lo, hi, "endianness")

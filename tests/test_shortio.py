@@ -40,6 +40,7 @@ C_COMMON = r"""
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <unistd.h>
@@ -104,6 +105,18 @@ int main(int argc, char **argv)
     } else if (strcmp(mode, "seq") == 0) {
         for (i = 0; i < 20; i++)
             printf("%zd\n", send(fd, buf, 1000, 0));
+    } else if (strcmp(mode, "head") == 0) {
+        /* one small write, like a response head: 150 bytes */
+        printf("%zd\n", send(fd, buf, 150, 0));
+    } else if (strcmp(mode, "nonblocking") == 0) {
+        /* non-blocking, MSG_DONTWAIT, then blocking again: the flags are asked on every call */
+        int fl = fcntl(fd, F_GETFL);
+        fcntl(fd, F_SETFL, fl | O_NONBLOCK);
+        printf("%zd\n", send(fd, buf, 1000, 0));
+        printf("%zd\n", write(fd, buf + 1000, 1000));
+        fcntl(fd, F_SETFL, fl);
+        printf("%zd\n", send(fd, buf + 2000, 1000, MSG_DONTWAIT));
+        printf("%zd\n", send(fd, buf + 3000, 1000, 0));
     } else if (strcmp(mode, "write") == 0) {
         printf("%zd\n", write(fd, buf, TOTAL));
     } else if (strcmp(mode, "sendto") == 0) {
@@ -161,6 +174,20 @@ int main(int argc, char **argv)
         m.msg_iov = iov;
         m.msg_iovlen = 2;
         n = strcmp(mode, "recvmsg") == 0 ? recvmsg(fd, &m, 0) : readv(fd, iov, 2);
+    } else if (strcmp(mode, "nonblocking") == 0 || strcmp(mode, "dontwait") == 0) {
+        /* wait (bounded) until all 100 bytes are queued, then one non-blocking read */
+        int queued = 0, tries;
+        for (tries = 0; queued < 100 && tries < 20000; tries++) {
+            ioctl(fd, FIONREAD, &queued);
+            if (queued < 100)
+                usleep(1000);
+        }
+        if (mode[0] == 'n') {
+            fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+            n = recv(fd, buf, len, 0);
+        } else {
+            n = recv(fd, buf, len, MSG_DONTWAIT);
+        }
     } else if (strcmp(mode, "loop") == 0) {
         long calls;
         n = 0;
@@ -566,6 +593,27 @@ def test_python_send_vs_sendall(lib: Path) -> None:
     assert correct.received == PATTERN
 
 
+def test_small_writes_are_short_too(lib: Path, cbin: dict[str, Path]) -> None:
+    # A response head of 150 bytes under a cap of 4096: still cut short, never sent whole.
+    for seed in range(1, 6):
+        r = run_tcp([str(cbin["sender"]), "head"], child_env(ShortIO(seed=seed, max_chunk=4096), lib))
+        assert r.returncode == 0, r.stderr
+        (n,) = ints(r.stdout)
+        assert 1 <= n < 150
+        assert r.received == PATTERN[:n]
+
+
+def test_non_blocking_writes_are_untouched(lib: Path, cbin: dict[str, Path]) -> None:
+    # O_NONBLOCK (send, write) and MSG_DONTWAIT pass through whole: a short count there promises a full send
+    # buffer, which the kernel never gives with room to spare. Back in blocking mode, the call is cut again.
+    r = run_tcp([str(cbin["sender"]), "nonblocking"], child_env(ShortIO(seed=3, max_chunk=7), lib))
+    assert r.returncode == 0, r.stderr
+    *whole, blocking = ints(r.stdout)
+    assert whole == [1000, 1000, 1000]
+    assert 1 <= blocking <= 7
+    assert r.received == PATTERN[: 3000 + blocking]
+
+
 def test_writes_can_be_disabled(lib: Path, cbin: dict[str, Path]) -> None:
     r = run_tcp([str(cbin["sender"]), "once"], child_env(ShortIO(seed=1, writes=False), lib))
     assert r.received == PATTERN
@@ -622,6 +670,15 @@ def test_c_read_calls_are_short(lib: Path, cbin: dict[str, Path], binary: str, m
     assert r.returncode == 0, r.stderr
     (n,) = ints(r.stdout)
     assert 1 <= n <= 6
+
+
+@pytest.mark.parametrize("mode", ["nonblocking", "dontwait"])
+def test_non_blocking_reads_are_untouched(lib: Path, cbin: dict[str, Path], mode: str) -> None:
+    # A short read on a non-blocking socket tells an edge-triggered epoll user the queue is drained: with 100
+    # bytes queued, the read returns all 100.
+    r = run_tcp([str(cbin["reader"]), mode, "4096"], child_env(ShortIO(seed=8, max_chunk=1), lib), reply=MESSAGE)
+    assert r.returncode == 0, r.stderr
+    assert ints(r.stdout) == [100]
 
 
 def test_fortified_reader_really_uses_chk_variants(cbin: dict[str, Path]) -> None:

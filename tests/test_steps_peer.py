@@ -188,8 +188,9 @@ def test_respond_without_content_length_fails_a_client_that_needs_it(tmp_path: P
     g = run_grade(spec, http_client(tmp_path / "sub", USE_CONTENT_LENGTH=True))
     assert g.outcomes == {"split": "passed", "no-content-length": "failed"}, g.explain()
     msg = g.messages["no-content-length"]
-    assert msg.startswith("expected exit status 0, got 1; stderr: "), msg
-    assert "KeyError: 'Content-Length'" in msg
+    # The uncaught exception is the cause: it leads the message.
+    assert msg.startswith("the client exited with status 1 (uncaught KeyError: 'Content-Length'): expected exit "
+                          "status 0, got 1; stderr: "), msg
 
 
 def test_respond_keeping_the_connection_open(tmp_path: Path) -> None:

@@ -241,8 +241,10 @@ def test_reset_crashes_a_server_that_does_not_handle_econnreset(tmp_path: Path) 
     g = run_grade(write_spec(tmp_path, RESET), py_prog(tmp_path / "sub", CRASH_ON_RESET))
     assert g.outcomes == {"survives-reset": "failed"}, g.explain()
     msg = g.messages["survives-reset"]
-    assert msg.startswith("expected 13 bytes, got 0: the connection was reset by the peer (RST) (the server "
-                          "exited with status 1)"), msg
+    # The uncaught exception is the cause: it leads the message.
+    assert msg.startswith("the server exited with status 1 (uncaught ConnectionResetError: [Errno 104] Connection "
+                          "reset by peer) during this check: expected 13 bytes, got 0: the connection was reset by "
+                          "the peer (RST)"), msg
     assert "ConnectionResetError" in g.result.checks[0].transcript  # the server's stderr
 
 

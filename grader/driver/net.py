@@ -32,6 +32,8 @@ _GONE = (procfs.TcpState.TIME_WAIT, procfs.TcpState.CLOSE)
 _NOT_YET_ACCEPTED = (procfs.TcpState.ESTABLISHED, procfs.TcpState.SYN_RECV, procfs.TcpState.CLOSE_WAIT)
 PEER_GONE_ERRNOS = (errno.EPIPE, errno.ECONNRESET, errno.ENOTCONN, errno.ESHUTDOWN)
 TCP_CLOSE = 7  # tcpi_state of a connection that was reset (or fully closed)
+SMALL_RCVBUF = 32768  # a small receive window: the kernel doubles it (64 KB) for its bookkeeping
+SMALL_MSS = 1460  # the segment size of an Ethernet path (loopback's is 65483)
 
 
 def family_of(host: str) -> socket.AddressFamily:
@@ -83,9 +85,16 @@ class TcpConn:
     # -- opening ---------------------------------------------------------------------------------------
     @classmethod
     def connect(cls, host: str, port: int, label: str, transcript: Transcript, deadline: float,
-                observer: Observer = LOCAL_OBSERVER) -> TcpConn:
+                observer: Observer = LOCAL_OBSERVER, small_window: bool = False) -> TcpConn:
+        """Connect; with ``small_window``, as a client on an Ethernet-sized path: a receive buffer of SMALL_RCVBUF
+        bytes and segments of SMALL_MSS bytes, announced in the SYN, so the peer's send buffer stays under 1 MB
+        (the loopback's large segments let it grow to 4 MB) and a longer response keeps it sending: its send()
+        blocks, or returns short if non-blocking."""
         fam = family_of(host)
         sock = socket.socket(fam, socket.SOCK_STREAM)
+        if small_window:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SMALL_RCVBUF)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG, SMALL_MSS)
         sock.settimeout(max(0.05, remaining(deadline)))
         try:
             sock.connect((host, port))
@@ -145,6 +154,14 @@ class TcpConn:
             self.sent_bytes += n
         self.transcript.sent(self.label, data)
         return True
+
+    def queued(self) -> int:
+        """Bytes received and not yet taken: in our buffer, and waiting in our socket (FIONREAD)."""
+        try:
+            buf = fcntl.ioctl(self.sock.fileno(), termios.FIONREAD, struct.pack("i", 0))
+        except OSError:
+            return len(self.buffer)
+        return len(self.buffer) + int(struct.unpack("i", buf)[0])
 
     def unacked(self) -> int:
         """Bytes we sent that the peer's kernel has not yet acknowledged (SIOCOUTQ)."""

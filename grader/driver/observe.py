@@ -41,8 +41,12 @@ class Observer(Protocol):
         """The same socket as /proc/net/tcp shows it (the fallback when sock_diag is not available)."""
         ...
 
-    def tcp_table(self) -> list[procfs.SockEntry]:
-        """Every TCP socket of the namespace (TIME_WAIT ones included)."""
+    def tcp_table(self, ports: tuple[int, ...] | None = None) -> list[procfs.SockEntry]:
+        """Every TCP socket of the namespace (TIME_WAIT ones included), or those with one of ``ports``."""
+        ...
+
+    def waiting(self, pid: int) -> bool:
+        """Whether every thread of ``pid``'s process tree waits (sleeps in recv, accept, poll...) or has ended."""
         ...
 
 
@@ -67,8 +71,11 @@ class LocalObserver:
     def find_tcp(self, local: tuple[str, int], remote: tuple[str, int]) -> procfs.SockEntry | None:
         return procfs.find_tcp(local, remote)
 
-    def tcp_table(self) -> list[procfs.SockEntry]:
-        return procfs.read_sockets(("tcp", "tcp6"))
+    def tcp_table(self, ports: tuple[int, ...] | None = None) -> list[procfs.SockEntry]:
+        return procfs.read_sockets(("tcp", "tcp6"), ports=ports)
+
+    def waiting(self, pid: int) -> bool:
+        return procfs.tree_waiting(pid)
 
 
 LOCAL_OBSERVER = LocalObserver()

@@ -1,11 +1,13 @@
 """Build and configure the ``shortio`` LD_PRELOAD fault injector.
 
 ``shortio.c`` (next to this module) wraps libc's socket I/O entry points so
-that, on stream sockets only, writes transfer a few bytes at a time, reads
-return a few bytes at a time and (optionally) calls fail with ``EINTR``.
-A correct program is unaffected; one that ignores ``send()``'s return value
-or assumes a single ``recv()`` returns a whole message fails
-deterministically for a given seed.
+that, on blocking stream sockets only, every write of two bytes or more
+transfers part of its buffer (never the whole), reads return a few bytes at a
+time and (optionally) calls fail with ``EINTR``. A correct program is
+unaffected; one that ignores ``send()``'s return value or assumes a single
+``recv()`` returns a whole message fails deterministically for a given seed.
+Non-blocking calls pass through: there a short count promises a drained
+receive queue or a full send buffer (epoll(7)), which the kernel alone gives.
 
 Typical use::
 
@@ -127,8 +129,9 @@ class ShortIO:
     Attributes:
         seed: PRNG seed; the same seed yields the same chunk-size sequence
             for a single-threaded program.
-        max_chunk: Upper bound on bytes moved per capped call (each call gets
-            a size drawn uniformly from ``1..max_chunk``).
+        max_chunk: Upper bound on bytes moved per capped call (a call of
+            ``len >= 2`` bytes moves a count drawn uniformly from
+            ``1..min(max_chunk, len - 1)``).
         eintr: Also fail about 1 in 4 blocking calls with ``EINTR`` (never two
             in a row in the same thread).
         writes: Cap send/write/sendto/sendmsg/writev.

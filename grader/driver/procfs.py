@@ -416,6 +416,30 @@ def _process_tree_by_stat(root_pid: int) -> list[int]:
     return sorted(found)
 
 
+RUNNING_STATES = ("R", "D", "W")  # on a CPU, or about to be (runnable, uninterruptible I/O, paging)
+
+
+def tree_waiting(root_pid: int) -> bool:
+    """Whether no thread of the process tree of ``root_pid`` is running: each one sleeps (waits in recv, accept,
+    poll...), is stopped, or has exited. A program seen waiting has done all it could without more input."""
+    for pid in process_tree(root_pid):
+        task_dir = os.path.join(PROC, str(pid), "task")
+        try:
+            tids = os.listdir(task_dir)
+        except OSError:
+            continue  # gone
+        for tid in tids:
+            text = _read_text(os.path.join(task_dir, tid, "stat"))
+            if text is None:
+                continue
+            try:
+                if parse_stat(text).state in RUNNING_STATES:
+                    return False
+            except ValueError:
+                continue
+    return True
+
+
 def _fd_dir(pid: int) -> str:
     return os.path.join(PROC, str(pid), "fd")
 

@@ -1,12 +1,20 @@
 /*
  * shortio.c - LD_PRELOAD fault injector for stream-socket I/O.
  *
- * Makes every send/write on a SOCK_STREAM socket transfer only a few bytes
- * (a "short write") and every recv/read return only a few bytes (a "short
- * read"), and optionally makes calls fail with EINTR.  POSIX allows all of
- * this, so a correct program is unaffected; a program that ignores send()'s
- * return value or assumes one recv() returns a whole message fails in a
- * deterministic, seed-reproducible way.
+ * Makes every blocking send/write on a SOCK_STREAM socket transfer only a
+ * few bytes (a "short write") and every blocking recv/read return only a few
+ * bytes (a "short read"), and optionally makes calls fail with EINTR.  POSIX
+ * allows all of this, and a program cannot tell it from a signal or from data
+ * arriving in pieces, so a correct program is unaffected; a program that
+ * ignores send()'s return value or assumes one recv() returns a whole message
+ * fails in a deterministic, seed-reproducible way.
+ *
+ * Non-blocking calls (O_NONBLOCK on the socket, or MSG_DONTWAIT) pass through
+ * untouched: there a short count means "the receive queue is drained" or "the
+ * send buffer is full" (epoll(7)), and an event-driven program that trusts it
+ * (edge-triggered epoll, asyncio, libuv) would wait for an event that never
+ * comes.  Such programs meet real short counts instead: the harness sends in
+ * fragments that leave only once the previous one was read, and reads slowly.
  *
  * Build:  gcc -shared -fPIC -O2 -Wall -Wextra -o libshortio.so shortio.c -ldl
  *
@@ -15,12 +23,12 @@
  *                          absent the library is completely inert.  An
  *                          unparsable value falls back to 1.
  *   GRADER_SHORTIO_MAX     max bytes per capped call (default 7, >= 1).
- *                          Each capped call moves at most 1 + rand % MAX bytes.
+ *                          A call of len >= 2 bytes moves 1 + rand % min(MAX,
+ *                          len - 1) bytes: never the whole, whatever its size.
+ *                          A 1-byte call passes through.
  *   GRADER_SHORTIO_EINTR   "1": an eligible call fails with EINTR with
  *                          probability 1/4, but never twice in a row in the
- *                          same thread (so retry loops make progress).  Never
- *                          injected on non-blocking sockets / MSG_DONTWAIT,
- *                          where the kernel cannot return EINTR either.
+ *                          same thread (so retry loops make progress).
  *   GRADER_SHORTIO_WRITES  "0" disables capping of the write direction.
  *   GRADER_SHORTIO_READS   "0" disables capping of the read direction.
  *
@@ -217,13 +225,13 @@ enum { DIR_WRITE, DIR_READ };
  * Decide what to do with one call of `len` bytes on `fd`.
  *   returns 0  -> pass through unchanged
  *   returns -1 -> fail with EINTR (errno already set)
- *   returns  n -> forward with the length capped to n (1 <= n <= len)
+ *   returns  n -> forward with the length capped to n (1 <= n < len)
  * errno is preserved unless -1 is returned.
  */
 static ssize_t decide(int fd, size_t len, int dir, int msg_flags)
 {
     int saved_errno;
-    size_t n;
+    size_t n, limit;
 
     if (!__atomic_load_n(&g_enabled, __ATOMIC_ACQUIRE) || len == 0)
         return 0;
@@ -233,14 +241,18 @@ static ssize_t decide(int fd, size_t len, int dir, int msg_flags)
         return 0;
 
     saved_errno = errno;
-    if (!is_stream_socket(fd)) {
+    /* Only blocking calls: on a non-blocking socket (O_NONBLOCK, asked of the
+     * kernel on every call, or MSG_DONTWAIT) a short count is a promise that
+     * the queue is drained (read) or full (write), which edge-triggered epoll
+     * users rely on; shortening it would create a hang Linux never could. */
+    if (!is_stream_socket(fd) || is_nonblocking(fd, msg_flags)) {
         errno = saved_errno;
         return 0;
     }
     if (g_eintr) {
         if (t_last_was_eintr) {
             t_last_was_eintr = 0;
-        } else if (!is_nonblocking(fd, msg_flags) && (next_rand() >> 62) == 0) {
+        } else if ((next_rand() >> 62) == 0) {
             t_last_was_eintr = 1;
             errno = EINTR;
             return -1;
@@ -248,9 +260,12 @@ static ssize_t decide(int fd, size_t len, int dir, int msg_flags)
     }
     errno = saved_errno;
 
-    n = 1 + (size_t)(next_rand() % (uint64_t)g_max);
-    if (n > len)
-        n = len;
+    /* A count of 1..min(MAX, len - 1): every call of two bytes or more is
+     * cut short, whatever its size, so an ignored count always loses bytes. */
+    if (len < 2)
+        return 0;
+    limit = len - 1 < g_max ? len - 1 : g_max;
+    n = 1 + (size_t)(next_rand() % (uint64_t)limit);
     if (n > (size_t)SSIZE_MAX)
         n = (size_t)SSIZE_MAX;
     return (ssize_t)n;

@@ -11,9 +11,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from grader.driver import procfs
 from grader.driver.backend import Backend, LocalBackend
 from grader.driver.limits import Limits
-from grader.driver.process import SIGPIPE_HINT
+from grader.driver.process import SIGPIPE_HINT, Proc
 from grader.engine.context import CheckContext, Shared
 from grader.engine.feedback import NO_FEEDBACK, Feedback, FeedbackOptions
 from grader.engine.supervisor import Supervisor
@@ -202,11 +203,13 @@ def run_check(
         if check.short_io is not None:
             transcript.note(f"server runs with short reads/writes of at most {check.short_io.max_chunk} bytes "
                             f"(seed {cseed})")
+    baseline = close_wait(supervisor)
     shared = Shared(spec, check, backend, supervisor, transcript, time.monotonic() + check.timeout, cseed,
                     workdir, template)
     ctx = CheckContext(shared)
     ctx.values["placeholders"] = placeholders
     outcome, message, hint = "passed", "", ""
+    client_end: int | None = None
     try:
         if on_ready is not None:
             on_ready(shared)
@@ -225,6 +228,7 @@ def run_check(
     finally:
         ctx.close_all()
         if shared.client is not None:
+            client_end = shared.client.poll()  # None: still running (the harness kills it below)
             if shared.client.alive():
                 transcript.note("the client was still running at the end of the check; killed it")
             backend.stop(shared.client)
@@ -235,16 +239,85 @@ def run_check(
             if outcome != "passed" and out:
                 transcript.note(show(out, 400), "client stdout")
     if supervisor is not None and supervisor.proc is not None and outcome != "error":
+        settle(supervisor, baseline, transcript)
         died = supervisor.died()
         if died is not None:
             err = supervisor.proc.output("stderr", 800).strip()
             if err:
                 transcript.note(err, "server stderr")
-            note = f"the server {died} during this check"
+            note = f"the server {death_cause(supervisor.proc)} during this check"
+            if supervisor.proc.poll() == -13:
+                hint = SIGPIPE_HINT
+            elif supervisor.proc.poll() == 0:
+                hint = EXITED_HINT
             if outcome == "passed":
                 outcome, message = "failed", note
-                if supervisor.proc.poll() == -13:
-                    hint = SIGPIPE_HINT
-            elif f"the server {died}" not in message:
-                message = f"{message} ({note})"
+            else:  # the death is the cause: it leads, whatever the check was probing
+                rest = message.replace(f" (the server {died})", "")
+                message = note if rest.endswith(f"it {died}") else f"{note}: {rest}"  # (expect_alive said only that)
+    elif outcome == "failed" and shared.client is not None and client_end is not None:
+        # the client ended by itself: a signal or an uncaught exception is the cause, whatever the check probed
+        cause = death_cause(shared.client) if client_end < 0 or traceback_line(shared.client) else ""
+        if cause and not message.startswith(f"the client {cause}"):
+            message = f"the client {cause}: {message}"
+            if client_end == -13:
+                hint = SIGPIPE_HINT
     return result(outcome, message, hint)
+
+
+EXITED_HINT = ("A server runs until it is stopped: accept() in a loop, and never exit when a client leaves or "
+               "when something goes wrong with one client.")
+SETTLE_S = 1.0  # how long, after a check, the server may take to finish with the connections the check closed
+
+
+def close_wait(supervisor: Supervisor | None) -> frozenset[tuple[str, int]]:
+    """The clients of the server's connections that their client has closed and the server not yet: in
+    CLOSE_WAIT, or about to be (the client's FIN sent, not yet taken in: its side is in FIN_WAIT1)."""
+    if supervisor is None or supervisor.proc is None or not supervisor.proc.alive():
+        return frozenset()
+    port = supervisor.tcp_port
+    observer = supervisor.backend.observer
+    closing = {e.local[1] for e in observer.tcp_table(ports=(port,))
+               if e.state == procfs.TcpState.FIN_WAIT1 and e.remote[1] == port}
+    return frozenset(e.remote for e in observer.sockets(supervisor.proc.pid) if e.local[1] == port and (
+        e.state == procfs.TcpState.CLOSE_WAIT or (e.state == procfs.TcpState.ESTABLISHED and e.remote[1] in closing)))
+
+
+def settle(supervisor: Supervisor, baseline: frozenset[tuple[str, int]], transcript: Transcript) -> None:
+    """After a check has closed its connections, let the server finish with them (close its sockets, or die of
+    what it does with them, such as a send() raising SIGPIPE), at most SETTLE_S: a death that comes of a check
+    is then this check's, never the next one's. It is done with them once they are closed, or once every thread
+    of it waits (twice in a row) with them still open: it leaks them. Sockets already in CLOSE_WAIT before the
+    check (leaked by earlier ones) are not waited for."""
+    deadline = time.monotonic() + SETTLE_S
+    seen: frozenset[tuple[str, int]] | None = None
+    while pending := close_wait(supervisor) - baseline:
+        proc = supervisor.proc
+        waiting = proc is not None and supervisor.backend.observer.waiting(proc.pid)
+        if waiting and pending == seen:  # twice in a row, every thread waits: it has done all it will with them
+            transcript.note(f"the server keeps {len(pending)} connection(s) this check closed open (CLOSE_WAIT)")
+            return
+        seen = pending if waiting else None
+        if time.monotonic() > deadline:
+            transcript.note(f"the server still holds {len(pending)} connection(s) this check closed")
+            return
+        time.sleep(0.005)
+
+
+def traceback_line(proc: Proc) -> str:
+    """The last line of a Python traceback in the process's standard error (the exception), or ''."""
+    proc.stderr.join(0.5)
+    text = proc.output("stderr", 4000)
+    if "Traceback (most recent call last):" not in text:
+        return ""
+    lines = [line.strip() for line in text.split("Traceback (most recent call last):")[-1].splitlines()]
+    exception = [line for line in lines if line and not line.startswith(("File ", "^", "~", "[output capped"))]
+    return exception[-1] if exception else ""
+
+
+def death_cause(proc: Proc) -> str:
+    """How the process ended, with its uncaught exception if it raised one: 'was killed by SIGPIPE (signal 13)',
+    'exited with status 1 (uncaught ConnectionResetError: [Errno 104] Connection reset by peer)'."""
+    status = proc.status_text()
+    line = traceback_line(proc) if (proc.poll() or 0) > 0 else ""
+    return f"{status} (uncaught {line})" if line else status

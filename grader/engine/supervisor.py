@@ -8,6 +8,7 @@ htons() fails the byte-order checks and not every check.
 
 from __future__ import annotations
 
+import ipaddress
 import shlex
 import time
 from collections.abc import Mapping, Sequence
@@ -17,10 +18,11 @@ from grader.driver import procfs
 from grader.driver.backend import Backend
 from grader.driver.preload import ShortIO, build_preload
 from grader.driver.process import Proc
-from grader.errors import HarnessError, SubmissionError
+from grader.errors import CheckFailed, HarnessError, SubmissionError
 from grader.spec.model import ShortIOConfig
 
 POLL_S = 0.005
+READY_GRACE_S = 2.0  # once the server is up on one of its sockets, how long the others may take to come up
 
 
 def fill(template: str, values: Mapping[str, str]) -> list[str]:
@@ -51,6 +53,8 @@ class Supervisor:
         self.short_io: tuple[ShortIOConfig, int] | None = None
         self.starts = 0
         self.ready_inodes: set[int] = set()
+        self.missing: dict[str, tuple[str, str]] = {}  # a socket the harness cannot reach -> why, hint
+        self.known_missing: frozenset[str] = frozenset()  # those missing at the first start
         self.argv = self._argv()
 
     def _argv(self) -> list[str]:
@@ -94,25 +98,23 @@ class Supervisor:
         self.wait_ready(self.proc)
 
     def wait_ready(self, proc: Proc) -> None:
-        """Poll /proc until the process tree listens; SubmissionError if it dies or never does."""
+        """Poll /proc until the process tree listens on every socket of the spec; SubmissionError if it dies first
+        or nothing at all comes up. Partial credit: once it is up on some socket (see _up), the others get
+        READY_GRACE_S more (none, on later starts, for those missing at the first start), then it is graded
+        as it is and each missing socket is described in ``missing``, for the checks that need it."""
         deadline = time.monotonic() + self.ready_timeout
-        swapped = procfs.byteswap16(self.port)
         self.ready_inodes = set()
+        self.tcp_port = self.udp_port = self.port
         pending = set(self.ready) - {"none"}
+        up_since: float | None = None
         while pending:
-            for mode in list(pending):
-                entries = self.backend.observer.listening(proc.pid, mode)
-                ports = {e.local[1] for e in entries}
-                for candidate in (self.port, swapped):
-                    if candidate in ports:
-                        self.ready_inodes |= {e.inode for e in entries if e.local[1] == candidate}
-                        if mode == "tcp":
-                            self.tcp_port = candidate
-                        else:
-                            self.udp_port = candidate
-                        pending.discard(mode)
-                        break
+            self._take_ready(proc, pending)
             if not pending:
+                break
+            if up_since is None and self._up(proc):
+                up_since = time.monotonic()
+            if up_since is not None and (pending <= self.known_missing
+                                         or time.monotonic() - up_since > READY_GRACE_S):
                 break
             code = proc.poll()
             if code is not None:
@@ -129,6 +131,69 @@ class Supervisor:
                     proc.output("stderr") + proc.output("stdout"),
                 )
             time.sleep(POLL_S)
+        self.missing = {mode: self._absent(proc, mode) for mode in sorted(pending)}
+        if self.starts <= 1:
+            self.known_missing = frozenset(pending)
+
+    def _take_ready(self, proc: Proc, pending: set[str]) -> None:
+        """Take each pending mode the tree serves on the port (or its byte-swapped twin, for the byte-order
+        checks) at an address the harness reaches: remember port and inodes, drop it from ``pending``."""
+        swapped = procfs.byteswap16(self.port)
+        for mode in list(pending):
+            entries = [e for e in self.backend.observer.listening(proc.pid, mode) if self._reachable(e.local[0])]
+            ports = {e.local[1] for e in entries}
+            for candidate in (self.port, swapped):
+                if candidate in ports:
+                    self.ready_inodes |= {e.inode for e in entries if e.local[1] == candidate}
+                    if mode == "tcp":
+                        self.tcp_port = candidate
+                    else:
+                        self.udp_port = candidate
+                    pending.discard(mode)
+                    break
+
+    def _reachable(self, ip: str) -> bool:
+        """Whether the harness, connecting to ``host``, reaches a socket bound to ``ip`` (a wildcard, the host
+        itself; ``::`` accepts IPv4 too unless IPV6_V6ONLY)."""
+        try:
+            addr = ipaddress.ip_address(ip)
+            host = ipaddress.ip_address(self.host)
+        except ValueError:
+            return True  # a host name: the harness resolves it, /proc cannot tell
+        if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+            addr = addr.ipv4_mapped
+        return addr.is_unspecified or addr == host
+
+    def _up(self, proc: Proc) -> bool:
+        """Whether the tree listens on any TCP socket or has bound any UDP port: the server has started."""
+        observer = self.backend.observer
+        return bool(observer.listening(proc.pid, "tcp") or observer.listening(proc.pid, "udp"))
+
+    def _absent(self, proc: Proc, mode: str) -> tuple[str, str]:
+        """Why the harness cannot reach the server's ``mode`` socket, and a hint, for the checks that need it."""
+        proto = mode.upper()
+        entries = self.backend.observer.listening(proc.pid, mode)
+        where = sorted({f"[{e.local[0]}]" if ":" in e.local[0] else e.local[0] for e in entries
+                        if e.local[1] == self.port})
+        if where:
+            return (f"it listens on {proto} port {self.port} at {', '.join(where)} only, which the harness, at "
+                    f"{self.host}, does not reach (IPv6 only, or another address)",
+                    "Bind the wildcard address: sin_addr.s_addr = htonl(INADDR_ANY) (in Python bind((\"\", port)) "
+                    "on an AF_INET socket), so that clients reach the server at 127.0.0.1.")
+        ports = sorted({e.local[1] for e in entries})
+        if ports:
+            return (f"it listens on {proto} port{'s' if len(ports) > 1 else ''} {', '.join(map(str, ports))} "
+                    f"instead of {self.port}, the port it was given",
+                    "Take the port from the command line (argv[1]), convert it with htons() and bind() to it.")
+        return (f"it never opened a {proto} socket on port {self.port}",
+                f"Open the {proto} socket as well: socket(), then bind() to INADDR_ANY and the port given on the "
+                "command line, and serve every socket at once (select() or a thread each).")
+
+    def require(self, mode: str) -> None:
+        """CheckFailed, naming why, when the server's ``mode`` socket is missing (it is up on another)."""
+        if mode in self.missing:
+            reason, hint = self.missing[mode]
+            raise CheckFailed(f"the server cannot be reached on {mode.upper()} port {self.port}: {reason}", hint=hint)
 
     def died(self) -> str | None:
         """How the server ended, or None while it runs.

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from grader.judge.show import escape
 
-__all__ = ["UintVerdict", "byteswap", "judge_uint_be"]
+__all__ = ["JUDGE_MODES", "UintVerdict", "byteswap", "judge_uint_be"]
 
 _SIZES = (2, 4)
 
@@ -46,12 +46,37 @@ def _hex(data: bytes) -> str:
     return " ".join(f"{b:02x}" for b in data)
 
 
-def judge_uint_be(data: bytes, size: int, low: int, high: int) -> UintVerdict:
+JUDGE_MODES = ("number", "value", "byte-order")
+
+
+def judge_uint_be(data: bytes, size: int, low: int, high: int, mode: str = "number") -> UintVerdict:
     """Judge ``data`` as a ``size``-byte (2 or 4) big-endian unsigned integer expected in [low, high].
 
     Wrong byte count, a value that is right only when byte-swapped (missing htonl/ntohl, or
     htons/ntohs for 2 bytes), and an out-of-range value each give a failing verdict with a message.
+
+    ``mode`` splits the judgement so that each mistake fails the check about it: ``"value"`` judges the
+    count and the value read in either byte order (the order is another check's subject); ``"byte-order"``
+    fails only a number in host byte order (right only when byte-swapped), or fewer than ``size`` bytes
+    (nothing to judge): any other value passes, and of more bytes only the first ``size`` are judged.
     """
+    if mode not in JUDGE_MODES:
+        raise ValueError(f"mode must be one of {', '.join(JUDGE_MODES)}, got {mode!r}")
+    if mode == "byte-order" and len(data) > size:
+        data = data[:size]  # too many bytes is another check's subject: judge the order of the first ones
+    verdict = _judge(data, size, low, high)
+    if verdict.ok or mode == "number" or len(data) < size:
+        return verdict
+    in_host_order = verdict.value is not None and low <= byteswap(verdict.value, size) <= high
+    if mode == "value" and in_host_order:
+        return UintVerdict(True, verdict.value, "the value is right in host byte order (another check judges the "
+                                                "byte order)")
+    if mode == "byte-order" and not in_host_order:
+        return UintVerdict(True, verdict.value, "not a number in host byte order (another check judges its value)")
+    return verdict
+
+
+def _judge(data: bytes, size: int, low: int, high: int) -> UintVerdict:
     _check_size(size)
     if low > high:
         raise ValueError(f"empty range [{low}, {high}]")

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import random
+import time
 from pathlib import Path
 
-from grader.driver.net import FIN, RST, TIMEOUT, Listener
+from grader.driver.net import FIN, RST, TIMEOUT, Listener, TcpConn, remaining
 from grader.engine.context import CheckContext
 from grader.errors import CheckFailed, SpecError
 from grader.judge.http import (
@@ -30,6 +31,9 @@ from grader.steps.common import (
 )
 from grader.steps.registry import LoadContext, step
 from grader.steps.tcp import conn_of, end_text
+
+POLL_S = 0.002
+CLIENT_WAIT_S = 1.0  # how long echo_serve waits for a client to be waiting before it reads anyway
 
 
 @step(
@@ -221,6 +225,27 @@ _REASONS = {200: "OK", 301: "Moved Permanently", 302: "Found", 400: "Bad Request
             404: "Not Found", 500: "Internal Server Error", 503: "Service Unavailable"}
 
 
+def _wait_client_waiting(ctx: CheckContext, conn: TcpConn, deadline: float) -> None:
+    """Wait until the client program has sent all it will before waiting for an answer: every thread of it
+    waits (in recv(), say), twice in a row, with nothing new arriving in between (or it has ended, or
+    CLIENT_WAIT_S or the deadline passed). Echoing only then fixes what one recv() of the client can return:
+    everything it sent, never a part that depends on when the harness happened to read."""
+    proc = ctx.shared.client
+    if proc is None:
+        return
+    seen: int | None = None
+    deadline = min(deadline, time.monotonic() + CLIENT_WAIT_S)  # a client that spins (polls) never waits
+    while remaining(deadline) > 0 and proc.alive():
+        if ctx.observer.waiting(proc.pid):
+            queued = conn.queued()
+            if queued == seen:
+                return
+            seen = queued
+        else:
+            seen = None
+        time.sleep(POLL_S)
+
+
 @step(
     "echo_serve",
     group="tcp server",
@@ -241,6 +266,7 @@ def echo_serve(ctx: CheckContext, st: Step) -> None:
     expected = len(stdin) if stdin is not None else None
     received = 0
     while True:
+        _wait_client_waiting(ctx, conn, deadline)
         res = conn.read_until(lambda b: len(b) > 0, deadline)
         data = conn.take()
         received += len(data)

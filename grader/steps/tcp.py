@@ -10,7 +10,7 @@ from grader.engine.context import CheckContext
 from grader.errors import CheckFailed, SpecError
 from grader.judge.expr import ExprError, evaluate, rfc868_now
 from grader.judge.expr import validate as validate_expr
-from grader.judge.numbers import judge_uint_be
+from grader.judge.numbers import JUDGE_MODES, judge_uint_be
 from grader.judge.show import describe_mismatch, show
 from grader.spec.model import Args, Step
 from grader.steps.common import (
@@ -47,17 +47,26 @@ def conn_of(ctx: CheckContext, args: Args) -> TcpConn:
 @step(
     "connect",
     group="tcp client",
-    summary="Open a TCP connection to the server submission (IPv4 by default, or IPv6 on ::1).",
-    schema=obj({"as": NAME, "family": {"enum": ["ipv4", "ipv6"]}, "timeout": SECONDS}),
+    summary=(
+        "Open a TCP connection to the server submission (IPv4 by default, or IPv6 on ::1). With small_window: "
+        "true the harness is a client on an Ethernet-sized path (a 64 KB receive buffer, 1460-byte segments): the "
+        "submission's send buffer stays under about 1 MB, so a longer response keeps it sending, its send() "
+        "blocking (or returning short, if non-blocking) while the harness reads slowly or not at all."
+    ),
+    schema=obj({"as": NAME, "family": {"enum": ["ipv4", "ipv6"]}, "small_window": {"type": "boolean"},
+                "timeout": SECONDS}),
     example="- connect: {as: c}",
 )
 def connect(ctx: CheckContext, st: Step) -> None:
     a = st.args
     name = a.str("as", "c")
     host = "::1" if a.str("family", "ipv4") == "ipv6" else ctx.host
+    if host == ctx.host:
+        ctx.supervisor.require("tcp")
     port = ctx.supervisor.tcp_port
     ctx.conns[name] = TcpConn.connect(
-        host, port, ctx.label(name), ctx.transcript, ctx.step_deadline(a.get("timeout")), ctx.observer
+        host, port, ctx.label(name), ctx.transcript, ctx.step_deadline(a.get("timeout")), ctx.observer,
+        small_window=a.bool("small_window"),
     )
 
 
@@ -272,6 +281,11 @@ UINT_SCHEMA = {
     "size": {"enum": [2, 4]},
     "min": {"type": ["string", "integer"]},
     "max": {"type": ["string", "integer"]},
+    "judge": {
+        "enum": list(JUDGE_MODES),
+        "description": "number (default): in range, big-endian; value: in range in either byte order (the order "
+        "is another check's subject); byte-order: fails only a number in host byte order (missing htonl)",
+    },
     "timeout": SECONDS,
 }
 
@@ -288,7 +302,8 @@ def uint_bounds(args: Args) -> tuple[int, int]:
     summary=(
         "Read an unsigned 16- or 32-bit big-endian number and check it lies in [min, max]; min and max are "
         "expressions over now (Unix time) and now_1900 (RFC 868 time). When the byte-swapped value would "
-        "have matched, the failure says 'missing htonl/ntohl'."
+        "have matched, the failure says 'missing htonl/ntohl'. judge: value or byte-order splits the two "
+        "mistakes between two checks."
     ),
     schema=obj({**CONN, **UINT_SCHEMA}, required=("size", "min", "max")),
     example="- expect_uint: {size: 4, min: now_1900 - 2, max: now_1900 + 2}",
@@ -301,7 +316,7 @@ def expect_uint(ctx: CheckContext, st: Step) -> None:
     res = conn.read_exactly(size, ctx.step_deadline(a.get("timeout")))
     data = conn.take(size)
     low, high = uint_bounds(a)
-    verdict = judge_uint_be(data, size, low, high)
+    verdict = judge_uint_be(data, size, low, high, a.str("judge", "number"))
     if not verdict.ok:
         note = ctx.died_note() if res.end in (FIN, RST) else ""
         raise CheckFailed(verdict.message + note)
@@ -320,6 +335,7 @@ def expect_uint(ctx: CheckContext, st: Step) -> None:
 def expect_port(ctx: CheckContext, st: Step) -> None:
     sup = ctx.supervisor
     proto = st.args.str("proto", "tcp")
+    sup.require(proto)
     actual = sup.tcp_port if proto == "tcp" else sup.udp_port
     if actual != sup.port:
         raise CheckFailed(

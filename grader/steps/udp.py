@@ -28,14 +28,15 @@ def udp_send(ctx: CheckContext, st: Step) -> None:
     a = st.args
     name = a.str("sock", "u")
     data = payload(a, ctx.shared.spec.directory, ctx.rng) or b""
+    ctx.supervisor.require("udp")
     ctx.udp(name).sendto(data, (ctx.host, ctx.supervisor.udp_port))
     ctx.values.setdefault(f"udp:{name}", []).append(data)
 
 
 def _check_expect(args: Args, load: LoadContext) -> None:
-    present = [k for k in ("echo", "text", "hex", "file", "length", "uint") if k in args]
+    present = [k for k in ("echo", "text", "hex", "file", "length", "uint", "any") if k in args]
     if len(present) != 1:
-        raise SpecError(args.where, f"give exactly one of echo, text, hex, file, length, uint; got {present}")
+        raise SpecError(args.where, f"give exactly one of echo, text, hex, file, length, uint, any; got {present}")
     check_payload(args, load, required=False)
     if "uint" in args:
         _check_uint(Args(args.get("uint"), args.where), load)
@@ -46,14 +47,16 @@ def _check_expect(args: Args, load: LoadContext) -> None:
     group="udp client",
     summary=(
         "Wait for the reply datagram on a harness UDP socket and judge it: echo (equal to the oldest "
-        "unanswered datagram this socket sent), exact bytes, a length, or an unsigned big-endian number. "
-        "The reply must come from the port the request was sent to."
+        "unanswered datagram this socket sent), exact bytes, a length, an unsigned big-endian number, or "
+        "any: true (any reply: its content is other checks' subject). The reply must come from the port the "
+        "request was sent to."
     ),
     schema=obj(
         {
             "sock": NAME,
             **PAYLOAD_PROPS,
             "echo": {"const": True},
+            "any": {"const": True},
             "length": {"type": "integer", "minimum": 0},
             "uint": obj({k: v for k, v in UINT_SCHEMA.items() if k != "timeout"}, required=("size", "min", "max")),
             "timeout": SECONDS,
@@ -78,6 +81,8 @@ def udp_expect(ctx: CheckContext, st: Step) -> None:
             f"{src[1]}",
             hint="Reply with sendto() on the same socket that received the request (the one bound to the port).",
         )
+    if "any" in a:
+        return
     if "echo" in a:
         queue: list[bytes] = ctx.values.get(f"udp:{name}", [])
         if not queue:
@@ -86,7 +91,7 @@ def udp_expect(ctx: CheckContext, st: Step) -> None:
     elif "uint" in a:
         u = Args(a.get("uint"), a.where)
         low, high = uint_bounds(u)
-        verdict = judge_uint_be(data, u.int("size"), low, high)
+        verdict = judge_uint_be(data, u.int("size"), low, high, u.str("judge", "number"))
         if not verdict.ok:
             raise CheckFailed(verdict.message)
         return
