@@ -1,4 +1,4 @@
-"""The command line: grader check | validate | list | explain | schema | selftest."""
+"""The command line: grader check | validate | list | explain | schema | selftest | grade | gradescope."""
 
 from __future__ import annotations
 
@@ -55,6 +55,19 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("specs", nargs="*", help="specs to prove (default: all shipped)")
     s.add_argument("--repeat", type=int, default=1, help="grade everything this many times")
     s.add_argument("--jobs", type=int, default=2, help="gradings at once")
+    g = sub.add_parser("grade", help="grade a whole class: a folder of submission folders, or a zip of them")
+    g.add_argument("spec", help="a spec file, or the name of a shipped spec")
+    g.add_argument("submissions", type=Path, help="a folder with one subfolder per student, or a zip of them")
+    g.add_argument("--out", type=Path, required=True, help="the output folder (per-student reports, gradebook)")
+    g.add_argument("--jobs", type=int, default=2, help="submissions graded at once (default 2)")
+    g.add_argument("--regrade", action="store_true", help="grade again students already graded in --out")
+    g.add_argument("--student", action="store_true", help="run only visible checks")
+    g.add_argument("--seed", type=int, help="fault-injection seed for every submission")
+    g.add_argument("--executor", default="local", help="how to run the gradings (default: local processes)")
+    gs = sub.add_parser("gradescope", help="write a Gradescope autograder bundle (setup.sh, run_autograder)")
+    gs.add_argument("spec", help="a spec file, or the name of a shipped spec")
+    gs.add_argument("--out", type=Path, required=True, help="the zip to write, e.g. autograder.zip")
+    gs.add_argument("--student", action="store_true", help="run only visible checks inside Gradescope")
     return p
 
 
@@ -109,6 +122,19 @@ def _dispatch(args: argparse.Namespace, out: Console) -> int:
         from grader.selftest import run_selftest
 
         return run_selftest(args.specs, repeat=args.repeat, jobs=args.jobs, console=out)
+    if args.command == "grade":
+        from grader.batch.progress import reporter_for
+        from grader.batch.run import BatchOptions, run_batch
+
+        options = BatchOptions(args.spec, args.submissions, args.out, jobs=args.jobs, regrade=args.regrade,
+                               student_mode=args.student, seed=args.seed, executor=args.executor)
+        return run_batch(options, reporter_for(out)).exit_code
+    if args.command == "gradescope":
+        from grader.batch.gradescope import write_bundle
+
+        write_bundle(args.spec, args.out, student=args.student)
+        out.print(f"wrote {args.out}: upload it as the assignment's autograder on Gradescope")
+        return EXIT_OK
     raise UsageError(f"unknown command {args.command}")
 
 

@@ -11,6 +11,7 @@ from grader.report.model import RunResult
 def to_dict(run: RunResult) -> dict[str, Any]:
     return {
         "lab": run.lab,
+        "title": run.title,
         "submission": run.submission,
         "score": run.score,
         "max_score": run.max_score,
@@ -18,6 +19,7 @@ def to_dict(run: RunResult) -> dict[str, Any]:
         "seed": run.seed,
         "status": run.status,
         "status_message": run.status_message,
+        "status_output": run.status_output,
         "checks": [
             {
                 "id": c.id,
@@ -31,6 +33,7 @@ def to_dict(run: RunResult) -> dict[str, Any]:
                 "transcript": c.transcript,
                 "duration_s": c.duration_s,
                 "seed": c.seed,
+                "events": [e.to_dict() for e in c.events],
             }
             for c in run.checks
         ],
