@@ -258,3 +258,25 @@ def test_hidden_checks_stay_hidden_until_published() -> None:
     student = not_graded(spec, Path("/nowhere"), Options(student=True), "empty", "nothing handed in")
     assert not {c.id for c in hidden} & {c.id for c in student.checks}
     assert to_dict(student)["max_score"] < to_dict(run)["max_score"]
+
+
+def test_on_a_terminal_a_progress_bar_counts_done_failing_and_eta() -> None:
+    from rich.console import Console
+
+    from grader.batch.jobs import not_graded
+    from grader.batch.progress import PlainReporter, RichReporter, reporter_for
+    from grader.batch.run import BatchSummary
+
+    spec = load_spec(catalog.resolve(FAST_LAB))
+    buf = io.StringIO()
+    console = Console(file=buf, force_terminal=True, width=110, color_system=None)
+    reporter = reporter_for(console)
+    assert isinstance(reporter, RichReporter)
+    reporter.start(3, 1)
+    bad = not_graded(spec, Path("/x"), Options(), "empty", "nothing handed in")
+    reporter.done("zed", bad)
+    reporter.finish(BatchSummary(3, 1, 1, (), (("zed", bad),), 0.5))
+    text = buf.getvalue()
+    assert "2/3" in text and "1 failing" in text and "ETA" in text
+    assert "zed: not graded (empty): nothing handed in" in text
+    assert type(reporter_for(Console(file=io.StringIO()))) is PlainReporter
