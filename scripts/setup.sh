@@ -5,9 +5,11 @@ cd "$(dirname "$0")/.."
 
 need=()
 for tool in gcc make socat curl; do command -v "$tool" >/dev/null 2>&1 || need+=("$tool"); done
+# the class report's browser test (Debian's Chromium and its chromedriver; no browser is ever downloaded)
+for tool in chromium chromedriver; do [ -x "/usr/bin/$tool" ] || need+=("$tool"); done
 if [ ${#need[@]} -gt 0 ]; then
     pkgs=()
-    for t in "${need[@]}"; do case "$t" in gcc) pkgs+=(gcc libc6-dev);; *) pkgs+=("$t");; esac; done
+    for t in "${need[@]}"; do case "$t" in gcc) pkgs+=(gcc libc6-dev);; chromedriver) pkgs+=(chromium-driver);; *) pkgs+=("$t");; esac; done
     SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
     echo "setup: installing ${pkgs[*]} with apt-get" >&2
     $SUDO apt-get update -qq

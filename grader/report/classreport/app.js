@@ -12,9 +12,12 @@ const mean = DATA.students.length ? DATA.students.reduce((a, s) => a + (s.max ? 
 document.getElementById("summary").textContent = DATA.students.length + " students, " + DATA.checks.length +
   " checks; " + graded + " graded, " + (DATA.students.length - graded) + " not graded; mean score " + Math.round(mean * 100) + "%";
 
+const gradable = s => s.status === "graded" || s.status === "start-failed";
+
 function failRate(check) {
+  // over the students whose program was graded: one that did not build or was empty says nothing of a check
   let ran = 0, bad = 0;
-  for (const s of DATA.students) { const c = s.cells[check.id]; if (!c) continue; ran++; if (c.o !== "passed") bad++; }
+  for (const s of DATA.students.filter(gradable)) { const c = s.cells[check.id]; if (!c) continue; ran++; if (c.o !== "passed") bad++; }
   return {ran, bad, rate: ran ? bad / ran : 0};
 }
 
@@ -35,7 +38,7 @@ function buildMatrix() {
     const tr = $("tr", {"data-student": s.name});
     tr.appendChild($("td", {class: "student"}, s.name));
     tr.appendChild($("td", {class: "score"}, fmt(s.score) + " / " + fmt(s.max)));
-    if (s.status !== "graded" && s.status !== "start-failed") {
+    if (!gradable(s)) {
       const td = $("td", {class: "notgraded", colspan: String(DATA.checks.length)});
       const b = $("button", {class: "cell failed", "data-student": s.name, "data-check": "", title: s.status}, SYMBOL.failed);
       b.addEventListener("click", () => showStatus(s, b));
@@ -119,10 +122,10 @@ function sequence(events) {
     if (ev.kind === "sent" || ev.kind === "received") {
       const sent = ev.kind === "sent"; const color = sent ? "#2f6fde" : "#1e7b3a";
       g.appendChild(svg("line", {x1: sent ? L : R, y1: y, x2: sent ? R - 2 : L + 2, y2: y, stroke: color, "stroke-width": 2, "marker-end": "url(#arrow-" + ev.kind + ")"}));
-      g.appendChild(svg("text", {x: (L + R) / 2, y: y - 5, "text-anchor": "middle", fill: color}, ev.size + " bytes: " + short));
+      g.appendChild(svg("text", {x: (L + R) / 2, y: y - 5, "text-anchor": "middle", fill: color}, ev.size + (ev.size === 1 ? " byte: " : " bytes: ") + short));
     } else {
       const end = ENDED.test(ev.text);
-      const w = Math.min(R - L + 120, 9 + short.length * 7.2);
+      const w = Math.min(R - L + 120, 20 + (short.length + (end ? 2 : 0)) * 7.4);
       g.appendChild(svg("rect", {x: (L + R) / 2 - w / 2, y: y - 12, width: w, height: 20, rx: 4, fill: end ? "#fbe0e0" : "#fff8d6", stroke: end ? "#d64545" : "#e0c65c"}));
       g.appendChild(svg("text", {x: (L + R) / 2, y: y + 2, "text-anchor": "middle", fill: end ? "#b42323" : "#5c4a00"}, (end ? "\u2715 " : "") + short));
     }
