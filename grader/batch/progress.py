@@ -22,7 +22,9 @@ def _verdict(run: RunResult | None, error: str) -> str:
     if run.status != "graded":
         return f"not graded ({run.status}): {run.status_message}"
     bad = run.count("failed") + run.count("error")
-    return f"{run.score:g}/{run.max_score:g}" + (f", {bad} checks failed" if bad else ", all checks passed")
+    if not bad:
+        return f"{run.score:g}/{run.max_score:g}, all checks passed"
+    return f"{run.score:g}/{run.max_score:g}, {bad} check{'s' if bad > 1 else ''} failed"
 
 
 class PlainReporter:
