@@ -1,4 +1,4 @@
-"""The command line: grader check | validate | list | explain | schema | selftest | grade | gradescope."""
+"""The command line: grader check | validate | list | explain | schema | selftest | grade | gradescope | worker."""
 
 from __future__ import annotations
 
@@ -63,7 +63,13 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--regrade", action="store_true", help="grade again students already graded in --out")
     g.add_argument("--student", action="store_true", help="run only visible checks")
     g.add_argument("--seed", type=int, help="fault-injection seed for every submission")
-    g.add_argument("--executor", default="local", help="how to run the gradings (default: local processes)")
+    g.add_argument("--executor", default="local", choices=["local", "celery"],
+                   help="local processes (default), or tasks on a Celery queue graded by `grader worker`s")
+    g.add_argument("--broker", help="with --executor celery: the Redis URL, e.g. redis://127.0.0.1:6379/0")
+    w = sub.add_parser("worker", help="grade tasks from a Celery queue (for grader grade --executor celery)")
+    w.add_argument("--broker", required=True, help="the Redis URL, e.g. redis://127.0.0.1:6379/0")
+    w.add_argument("--concurrency", type=int, default=2, help="gradings at once in this worker (default 2)")
+    w.add_argument("--loglevel", default="INFO")
     gs = sub.add_parser("gradescope", help="write a Gradescope autograder bundle (setup.sh, run_autograder)")
     gs.add_argument("spec", help="a spec file, or the name of a shipped spec")
     gs.add_argument("--out", type=Path, required=True, help="the zip to write, e.g. autograder.zip")
@@ -127,8 +133,16 @@ def _dispatch(args: argparse.Namespace, out: Console) -> int:
         from grader.batch.run import BatchOptions, run_batch
 
         options = BatchOptions(args.spec, args.submissions, args.out, jobs=args.jobs, regrade=args.regrade,
-                               student_mode=args.student, seed=args.seed, executor=args.executor)
+                               student_mode=args.student, seed=args.seed, executor=args.executor,
+                               broker=args.broker)
         return run_batch(options, reporter_for(out)).exit_code
+    if args.command == "worker":
+        from grader.batch.celery_exec import worker_main
+
+        if args.concurrency < 1:
+            raise UsageError(f"--concurrency must be at least 1, not {args.concurrency}")
+        worker_main(args.broker, args.concurrency, args.loglevel)
+        return EXIT_OK
     if args.command == "gradescope":
         from grader.batch.gradescope import write_bundle
 

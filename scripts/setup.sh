@@ -5,8 +5,9 @@ cd "$(dirname "$0")/.."
 
 need=()
 for tool in gcc make socat curl; do command -v "$tool" >/dev/null 2>&1 || need+=("$tool"); done
-# the class report's browser test (Debian's Chromium and its chromedriver; no browser is ever downloaded)
-for tool in chromium chromedriver; do [ -x "/usr/bin/$tool" ] || need+=("$tool"); done
+# the class report's browser test (Debian's Chromium and its chromedriver; no browser is ever downloaded) and
+# the Celery executor's tests (a redis-server each test starts on a port of its own)
+for tool in chromium chromedriver redis-server; do [ -x "/usr/bin/$tool" ] || need+=("$tool"); done
 if [ ${#need[@]} -gt 0 ]; then
     pkgs=()
     for t in "${need[@]}"; do case "$t" in gcc) pkgs+=(gcc libc6-dev);; chromedriver) pkgs+=(chromium-driver);; *) pkgs+=("$t");; esac; done

@@ -58,7 +58,9 @@ class LocalExecutor:
 
     name = "local"
 
-    def __init__(self, jobs: int) -> None:
+    def __init__(self, jobs: int, broker: str | None = None) -> None:
+        if broker:
+            raise UsageError("--broker is for --executor celery")
         if jobs < 1:
             raise UsageError(f"--jobs must be at least 1, not {jobs}")
         self.jobs = jobs
@@ -86,8 +88,15 @@ class LocalExecutor:
                     future.cancel()
 
 
+def _celery(jobs: int, broker: str | None = None) -> Executor:
+    from grader.batch.celery_exec import CeleryExecutor  # Celery is imported only when asked for
+
+    return CeleryExecutor(jobs, broker)
+
+
 EXECUTORS: dict[str, Callable[..., Executor]] = {
     "local": LocalExecutor,
+    "celery": _celery,
 }
 
 

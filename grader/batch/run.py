@@ -32,6 +32,7 @@ class BatchOptions:
     student_mode: bool = False
     seed: int | None = None
     executor: str = "local"
+    broker: str | None = None
 
 
 @dataclass(frozen=True)
@@ -69,11 +70,20 @@ def _submissions(path: Path) -> Iterator[list[Submission]]:
         raise UsageError(f"the submissions {path} do not exist")
 
 
+def _by_name(name: str) -> Path | None:
+    try:
+        return catalog.resolve(name).resolve()
+    except UsageError:
+        return None
+
+
 def run_batch(options: BatchOptions, reporter: Reporter) -> BatchSummary:
     t0 = time.monotonic()
     spec_path = catalog.resolve(options.spec).resolve()
     spec = load_spec(spec_path)
-    executor = make_executor(options.executor, jobs=options.jobs)
+    executor = make_executor(options.executor, jobs=options.jobs, broker=options.broker)
+    # by name when a worker elsewhere can find it so (shipped, or in GRADER_SPECS_DIR), else by path
+    spec_ref = spec.lab if _by_name(spec.lab) == spec_path else str(spec_path)
     store = Store(options.out)
     store.clean_leftovers()
     with _submissions(options.submissions) as subs:
@@ -84,7 +94,7 @@ def run_batch(options: BatchOptions, reporter: Reporter) -> BatchSummary:
             if stored is not None and stored.lab == spec.lab:
                 results[sub.student] = stored
             else:
-                todo.append(Job(sub.student, str(spec_path), str(sub.path), options.student_mode, options.seed))
+                todo.append(Job(sub.student, spec_ref, str(sub.path), options.student_mode, options.seed))
         skipped = len(results)
         reporter.start(len(subs), skipped)
         errors: list[tuple[str, str]] = []
