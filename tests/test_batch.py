@@ -76,7 +76,7 @@ def test_grade_a_class(tmp_path: Path, capsys: pytest.CaptureFixture[str], no_le
     code, text = _grade([FAST_LAB, str(tmp_path / "class"), "--out", str(out), "--jobs", "2"], capsys)
     assert code == 0, text
     assert f"grading {len(expected)} of {len(expected)} submissions" in text
-    assert "[6/6]" in text and "failing so far" in text  # plain progress lines: not a terminal here
+    assert "[6/6]" in text and "failing so far" in text and ", ETA " in text  # plain lines: not a terminal
     schema = xmlschema.XMLSchema(str(XSD))
     for student, status in expected.items():
         folder = out / "students" / student

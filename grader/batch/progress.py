@@ -30,11 +30,11 @@ def _verdict(run: RunResult | None, error: str) -> str:
 class PlainReporter:
     def __init__(self, console: Console) -> None:
         self.console = console
-        self.total = self.finished = self.failing = 0
+        self.total = self.finished = self.failing = self.skipped = 0
         self.t0 = time.monotonic()
 
     def start(self, total: int, skipped: int) -> None:
-        self.total, self.finished = total, skipped
+        self.total, self.finished, self.skipped = total, skipped, skipped
         self.t0 = time.monotonic()
         self.console.print(f"grading {total - skipped} of {total} submissions"
                            + (f" ({skipped} already graded, kept; --regrade grades them again)" if skipped else ""))
@@ -43,8 +43,11 @@ class PlainReporter:
         self.finished += 1
         self.failing += _failing(run)
         width = len(str(self.total))
+        graded = self.finished - self.skipped
+        left = self.total - self.finished
+        eta = f", ETA {(time.monotonic() - self.t0) / graded * left:.0f}s" if left and graded else ""
         self.console.print(f"[{self.finished:{width}}/{self.total}] {student}: {_verdict(run, error)} "
-                           f"({self.failing} failing so far)", markup=False, highlight=False, soft_wrap=True)
+                           f"({self.failing} failing so far{eta})", markup=False, highlight=False, soft_wrap=True)
 
     def finish(self, summary: BatchSummary) -> None:
         failing = sum(1 for _, r in summary.results if r.exit_code != 0)
