@@ -27,7 +27,7 @@ from typing import Any
 from billiard.util import set_pdeathsig
 from celery import Celery, signals
 
-from grader.batch.executor import _Orphaned, _watch_parent
+from grader.batch.executor import _Orphaned, _watch_parent, sweep_and_exit
 from grader.batch.intake import extract_zip
 from grader.batch.jobs import IGNORED_NAMES, run_job
 from grader.driver.backend import MAX_SUBMISSION_BYTES
@@ -110,7 +110,7 @@ def grade_task(job: dict[str, Any]) -> dict[str, Any]:
         return {"student": job["student"],
                 "error": f"grading took longer than the time limit of {time_limit():g}s (GRADER_TASK_TIME_LIMIT)"}
     except _Orphaned:  # the worker that ran us is gone: stop here; the broker hands the task to another
-        os._exit(70)
+        sweep_and_exit()
     finally:
         signal.signal(signal.SIGUSR1, previous)
 

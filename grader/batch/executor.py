@@ -7,15 +7,17 @@ them in a pool of local processes; a task-queue executor (Celery) fits the same 
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 import signal
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
-from typing import Any, Protocol
+from typing import Any, NoReturn, Protocol
 
 from grader.batch.jobs import run_job
+from grader.driver.procfs import process_tree
 from grader.errors import UsageError
 
 
@@ -25,6 +27,9 @@ class Executor(Protocol):
     name: str
 
     def run(self, jobs: Sequence[dict[str, Any]]) -> Iterator[dict[str, Any]]: ...
+
+
+ORPHAN_GRACE_S = 10.0
 
 
 class _Orphaned(BaseException):
@@ -42,15 +47,35 @@ def _watch_parent(parent: int) -> None:
         while os.getppid() == parent:
             threading.Event().wait(0.2)
         os.kill(os.getpid(), signal.SIGTERM)
+        # The grading unwinds and exits at once; should the signal land where it cannot (between two jobs, in
+        # the pool's own code), leave anyway once the grading has had the time to stop what it started.
+        threading.Event().wait(ORPHAN_GRACE_S)
+        sweep_and_exit()
 
     threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
+def sweep_and_exit() -> NoReturn:
+    """Kill every program this process started that still runs (a grading interrupted at any point, even
+    between starting a program and recording it), with their own descendants, then leave."""
+    me = os.getpid()
+    try:
+        doomed: set[int] = set()
+        for child in process_tree(me):
+            if child != me:
+                doomed.update(process_tree(child))  # with what it left in its own session
+        for pid in doomed - {me}:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+    finally:
+        os._exit(70)
 
 
 def _run_in_worker(job: dict[str, Any]) -> dict[str, Any]:
     try:
         return run_job(job)
     except _Orphaned:
-        os._exit(70)
+        sweep_and_exit()
 
 
 class LocalExecutor:
