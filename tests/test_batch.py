@@ -193,7 +193,9 @@ def test_a_batch_killed_midway_loses_nothing_and_resumes(tmp_path: Path) -> None
                broken=False)
     out = tmp_path / "out"
     mark = f"kill-{os.getpid()}-{time.monotonic_ns()}"
-    env = {**os.environ, MARK_VAR: mark}
+    tmpdir = tmp_path / "tmp"  # the gradings' private folders go here: none may be left behind
+    tmpdir.mkdir()
+    env = {**os.environ, MARK_VAR: mark, "TMPDIR": str(tmpdir)}
     cmd = [sys.executable, "-m", "grader", "grade", FAST_LAB, str(tmp_path / "class"), "--out", str(out),
            "--jobs", "1"]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
@@ -215,6 +217,7 @@ def test_a_batch_killed_midway_loses_nothing_and_resumes(tmp_path: Path) -> None
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+    assert not list(tmpdir.iterdir())
     kept = {p: p.read_bytes() for p in graded_before}
     for p in graded_before:  # every file written is whole
         RunResult.from_dict(json.loads(p.read_text()))
@@ -225,6 +228,7 @@ def test_a_batch_killed_midway_loses_nothing_and_resumes(tmp_path: Path) -> None
     assert len(list((out / "students").glob("*/result.json"))) == 5
     assert not list(out.rglob(".tmp-*"))
     assert not processes_marked(mark)
+    assert not list(tmpdir.iterdir())
 
 
 def test_schemas_refuse_what_the_platforms_would(tmp_path: Path) -> None:

@@ -73,7 +73,9 @@ def broker(tmp_path: Path) -> Iterator[str]:
 class Worker:
     def __init__(self, broker: str, log: Path, mark: str) -> None:
         self.mark, self.log = mark, log
-        env = {**os.environ, MARK_VAR: mark, "GRADER_TASK_TIME_LIMIT": TIME_LIMIT}
+        self.tmpdir = log.with_suffix(".tmp")  # its gradings' private folders: none may be left behind
+        self.tmpdir.mkdir()
+        env = {**os.environ, MARK_VAR: mark, "GRADER_TASK_TIME_LIMIT": TIME_LIMIT, "TMPDIR": str(self.tmpdir)}
         self.proc = subprocess.Popen([sys.executable, "-m", "grader", "worker", "--broker", broker,
                                       "--concurrency", "1"], env=env, stdout=log.open("w"),
                                      stderr=subprocess.STDOUT)
@@ -149,6 +151,9 @@ def test_two_workers_one_killed_mid_batch(broker: str, tmp_path: Path) -> None:
     assert all(f"Task grader.grade[{t}] succeeded" in log2 for t in lost), log2
     for w in workers:
         _wait(lambda w=w: not processes_marked(w.mark), "the workers' processes to end", 30)
+        # (the one thing a SIGKILLed worker cannot remove: its own multiprocessing folder, pymp-*)
+        left = [p.name for p in w.tmpdir.iterdir() if not (w is workers[0] and p.name.startswith("pymp-"))]
+        assert not left, left
 
 
 def test_the_worker_needs_a_redis_broker(tmp_path: Path) -> None:

@@ -16,7 +16,6 @@ import base64
 import io
 import os
 import signal
-import tempfile
 import threading
 import time
 import zipfile
@@ -29,7 +28,7 @@ from celery import Celery, signals
 
 from grader.batch.executor import _Orphaned, _watch_parent, sweep_and_exit
 from grader.batch.intake import extract_zip
-from grader.batch.jobs import IGNORED_NAMES, run_job
+from grader.batch.jobs import IGNORED_NAMES, run_job, scratch_space
 from grader.driver.backend import MAX_SUBMISSION_BYTES
 from grader.errors import UsageError
 
@@ -94,7 +93,7 @@ def grade_task(job: dict[str, Any]) -> dict[str, Any]:
     previous = signal.signal(signal.SIGUSR1, _time_up)
     try:
         archive = base64.b64decode(job.pop("archive"))
-        with tempfile.TemporaryDirectory(prefix="grader-task-") as tmp:
+        with scratch_space() as tmp:
             zpath = Path(tmp) / "submission.zip"
             zpath.write_bytes(archive)
             folder = Path(tmp) / "submission"

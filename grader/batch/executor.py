@@ -10,13 +10,14 @@ from __future__ import annotations
 import contextlib
 import multiprocessing
 import os
+import shutil
 import signal
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from typing import Any, NoReturn, Protocol
 
-from grader.batch.jobs import run_job
+from grader.batch.jobs import SCRATCH, run_job
 from grader.driver.procfs import process_tree
 from grader.errors import UsageError
 
@@ -57,7 +58,8 @@ def _watch_parent(parent: int) -> None:
 
 def sweep_and_exit() -> NoReturn:
     """Kill every program this process started that still runs (a grading interrupted at any point, even
-    between starting a program and recording it), with their own descendants, then leave."""
+    between starting a program and recording it), with their own descendants, remove the job's private
+    folders, then leave."""
     me = os.getpid()
     try:
         doomed: set[int] = set()
@@ -67,6 +69,8 @@ def sweep_and_exit() -> NoReturn:
         for pid in doomed - {me}:
             with contextlib.suppress(OSError):
                 os.kill(pid, signal.SIGKILL)
+        for folder in SCRATCH:
+            shutil.rmtree(folder, ignore_errors=True)
     finally:
         os._exit(70)
 

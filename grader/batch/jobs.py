@@ -5,6 +5,11 @@ coming back, which :func:`outcome_result` reads back into the same :class:`RunRe
 from __future__ import annotations
 
 import functools
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,6 +47,31 @@ class Job:
                    None if seed is None else int(seed))
 
 
+SCRATCH: list[str] = []  # the private folders of the job running in this process (removed if it is killed)
+
+
+@contextmanager
+def scratch_space() -> Iterator[str]:
+    """A private folder for everything a job writes to temporary files, the grading's own and those of the
+    programs it runs (a compiler killed mid-build leaves its temporary files): TMPDIR and Python's temporary
+    folder point into it while the job runs, and it is removed afterwards, or by
+    :func:`grader.batch.executor.sweep_and_exit` when the job is cut short."""
+    base = tempfile.mkdtemp(prefix="grader-job-")
+    SCRATCH.append(base)
+    saved_env, saved_tempdir = os.environ.get("TMPDIR"), tempfile.tempdir
+    os.environ["TMPDIR"] = tempfile.tempdir = base
+    try:
+        yield base
+    finally:
+        tempfile.tempdir = saved_tempdir
+        if saved_env is None:
+            os.environ.pop("TMPDIR", None)
+        else:
+            os.environ["TMPDIR"] = saved_env
+        shutil.rmtree(base, ignore_errors=True)
+        SCRATCH.remove(base)
+
+
 @functools.lru_cache(maxsize=16)
 def _spec(ref: str) -> Spec:
     return load_spec(catalog.resolve(ref))
@@ -52,7 +82,8 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
     ``{"student", "error"}`` when the harness itself failed (the student is then graded again next run)."""
     j = Job.from_dict(job)
     try:
-        run = grade_submission(_spec(j.spec), Path(j.submission), Options(student=j.student_mode, seed=j.seed))
+        with scratch_space():
+            run = grade_submission(_spec(j.spec), Path(j.submission), Options(student=j.student_mode, seed=j.seed))
     except Exception as exc:  # a fault of ours or the machine's: reported, and the batch goes on
         return {"student": j.student, "error": f"{type(exc).__name__}: {exc}"}
     return {"student": j.student, "result": to_dict(run)}
