@@ -1,4 +1,4 @@
-"""The command line: grader check | validate | list | explain | schema | selftest."""
+"""The command line: grader check | validate | list | explain | schema | selftest | grade | gradescope | worker."""
 
 from __future__ import annotations
 
@@ -72,6 +72,26 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve_command.add_arguments(sub.add_parser(
         "serve", help="run the reference HTTP, TCP echo, UDP echo and time servers (known-good peers)"))
+    g = sub.add_parser("grade", help="grade a whole class: a folder of submission folders, or a zip of them")
+    g.add_argument("spec", help="a spec file, or the name of a shipped spec")
+    g.add_argument("submissions", type=Path, help="a folder with one subfolder per student, or a zip of them")
+    g.add_argument("--out", type=Path, required=True, help="the output folder (per-student reports, gradebook)")
+    g.add_argument("--jobs", type=int, default=2, help="submissions graded at once (default 2)")
+    g.add_argument("--regrade", action="store_true", help="grade again students already graded in --out")
+    g.add_argument("--student", action="store_true", help="run only visible checks")
+    g.add_argument("--seed", type=int, help="fault-injection seed for every submission")
+    g.add_argument("--executor", default="local", choices=["local", "celery"],
+                   help="local processes (default), or tasks on a Celery queue graded by `grader worker`s")
+    g.add_argument("--broker", help="with --executor celery: the Redis URL, e.g. redis://127.0.0.1:6379/0")
+    w = sub.add_parser("worker", help="grade tasks from a Celery queue (for grader grade --executor celery)")
+    w.add_argument("--broker", required=True, help="the Redis URL, e.g. redis://127.0.0.1:6379/0")
+    w.add_argument("--concurrency", type=int, default=2, help="gradings at once in this worker (default 2)")
+    w.add_argument("--loglevel", default="INFO")
+    gs = sub.add_parser("gradescope", help="write a Gradescope autograder bundle (setup.sh, run_autograder)")
+    gs.add_argument("spec", help="a spec file, or the name of a shipped spec")
+    gs.add_argument("--out", type=Path, required=True, help="the zip to write, e.g. autograder.zip")
+    gs.add_argument("--student", action="store_true", help="run only visible checks inside Gradescope")
+    _grading_args(g)
     return p
 
 
@@ -151,6 +171,28 @@ def _dispatch(args: argparse.Namespace, out: Console) -> int:
         from grader import serve as serve_command
 
         return serve_command.serve(serve_command.options_from(args))
+    if args.command == "grade":
+        from grader.batch.progress import reporter_for
+        from grader.batch.run import BatchOptions, run_batch
+
+        options = BatchOptions(args.spec, args.submissions, args.out, jobs=args.jobs, regrade=args.regrade,
+                               student_mode=args.student, seed=args.seed, executor=args.executor,
+                               broker=args.broker, backend=args.backend,
+                               limits=tuple(args.limit))
+        return run_batch(options, reporter_for(out)).exit_code
+    if args.command == "worker":
+        from grader.batch.celery_exec import worker_main
+
+        if args.concurrency < 1:
+            raise UsageError(f"--concurrency must be at least 1, not {args.concurrency}")
+        worker_main(args.broker, args.concurrency, args.loglevel)
+        return EXIT_OK
+    if args.command == "gradescope":
+        from grader.batch.gradescope import write_bundle
+
+        write_bundle(args.spec, args.out, student=args.student)
+        out.print(f"wrote {args.out}: upload it as the assignment's autograder on Gradescope")
+        return EXIT_OK
     raise UsageError(f"unknown command {args.command}")
 
 

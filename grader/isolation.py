@@ -35,7 +35,7 @@ from grader.driver.limits import Limits
 from grader.driver.preload import default_cache_dir as preload_cache
 from grader.engine.runner import Options, grade, local_backend, select_checks
 from grader.errors import GraderError, HarnessError, SpecError, UsageError
-from grader.report.model import CheckResult, RunResult, from_plain, to_plain
+from grader.report.model import CheckResult, RunResult, check_from_plain, from_plain, to_plain
 from grader.spec.loader import load_spec
 from grader.spec.model import Spec
 
@@ -134,7 +134,7 @@ def run_isolated(argv: list[str], results: Path, timeout: float, progress: Progr
         for line in proc.stdout:
             event = _event(line)
             if event is not None and progress is not None and "check" in event:
-                progress(CheckResult(**event["check"]))
+                progress(check_from_plain(event["check"]))
         code = proc.wait()
     finally:
         killer.cancel()
@@ -303,7 +303,7 @@ class DockerIsolation:
                 for line in lines:
                     event = _event(line)
                     if event is not None and progress is not None and "check" in event:
-                        progress(CheckResult(**event["check"]))
+                        progress(check_from_plain(event["check"]))
             status = container.wait(timeout=timeout)
         finally:
             killer.cancel()

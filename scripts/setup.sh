@@ -10,6 +10,9 @@ for tool in gcc make socat curl tcpdump tshark bwrap prlimit setpriv; do
 done
 # real event-driven HTTP servers graded by tests/test_real_programs.py (in /usr/sbin, off a user's PATH)
 for tool in nginx lighttpd; do [ -x "/usr/sbin/$tool" ] || need+=("$tool"); done
+# the class report's browser test (Debian's Chromium and its chromedriver; no browser is ever downloaded) and
+# the Celery executor's tests (a redis-server each test starts on a port of its own)
+for tool in chromium chromedriver redis-server; do [ -x "/usr/bin/$tool" ] || need+=("$tool"); done
 if [ ${#need[@]} -gt 0 ]; then
     pkgs=()
     for t in "${need[@]}"; do
@@ -17,6 +20,7 @@ if [ ${#need[@]} -gt 0 ]; then
             gcc) pkgs+=(gcc libc6-dev);;
             bwrap) pkgs+=(bubblewrap);;
             prlimit|setpriv) pkgs+=(util-linux);;
+            chromedriver) pkgs+=(chromium-driver);;
             *) pkgs+=("$t");;
         esac
     done

@@ -131,6 +131,10 @@ class LocalBackend:
         copy_submission(self.original, self.submission_dir, skip=workdir)
         self.outputs = workdir / "outputs"
         self.outputs.mkdir(exist_ok=True)
+        # The submission's temporary files (a compiler's among them, even one killed mid-build) stay in the
+        # work folder, which goes when the grading ends.
+        self.tmp = workdir / "tmp"
+        self.tmp.mkdir(exist_ok=True)
 
     def env(self, extra: Mapping[str, str] | None = None) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if k not in _DROP_ENV}
@@ -141,6 +145,7 @@ class LocalBackend:
         env["PATH"] = path
         env["PYTHONUNBUFFERED"] = "1"
         env["PYTHONDONTWRITEBYTECODE"] = "1"
+        env["TMPDIR"] = str(self.tmp)
         if extra:
             env.update(extra)
         return env

@@ -224,7 +224,9 @@ def run_build(command: str, cwd: Path, env: Mapping[str, str], timeout: float,
               prefix: Sequence[str] = ()) -> tuple[int | None, str]:
     """Run a build command through the shell; (exit status or None on timeout, captured output)."""
     proc = Proc([*prefix, "/bin/sh", "-c", command], cwd, env, label="build")
-    code = proc.wait(timeout)
-    proc.kill()  # stop it on a timeout, and reap anything it left behind either way
+    try:
+        code = proc.wait(timeout)
+    finally:  # also when the wait is interrupted (a batch task's time limit): nothing of the build survives
+        proc.kill()  # stop it on a timeout, and reap anything it left behind either way
     out = proc.stdout.value() + proc.stderr.value()
     return code, out.decode("utf-8", "replace")[-8000:]

@@ -190,7 +190,8 @@ def run_check(
         hints = [check.hint] + ([hint] if hint and hint not in check.hint else [])
         return CheckResult(check.id, check.title, check.category, check.points, check.visibility, outcome,
                            message, " ".join(h for h in hints if h), transcript.render() if outcome != "passed" else "",
-                           round(time.monotonic() - t0, 4), cseed)
+                           round(time.monotonic() - t0, 4), cseed,
+                           events=transcript.structured() if outcome != "passed" else ())
 
     if supervisor is not None:
         try:

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from grader.judge.show import show
+from grader.report.model import WireEvent
 
 MAX_EVENTS = 400
 MAX_STREAM_BYTES = 1 << 20  # per connection and direction, for comparisons; more is counted, not kept
@@ -111,8 +112,15 @@ class Transcript:
         with self._lock:
             return list(self._events)
 
-    def render(self, last: int = 16, limit: int = 240) -> str:
-        """The last ``last`` events, one per line, with consecutive same-direction bytes merged."""
+    def structured(self, last: int = 40, limit: int = 240) -> tuple[WireEvent, ...]:
+        """The last ``last`` events (same-direction bytes merged) as plain data for reports that draw them."""
+        return tuple(
+            WireEvent(round(ev.at, 4), ev.kind, ev.label, len(ev.data),
+                      ev.text[-1500:] if ev.kind == "note" else show(ev.data, limit))
+            for ev in self._merged()[-last:]
+        )
+
+    def _merged(self) -> list[Event]:
         merged: list[Event] = []
         for ev in self.events():
             prev = merged[-1] if merged else None
@@ -125,6 +133,11 @@ class Transcript:
                 merged[-1] = Event(prev.at, prev.kind, prev.label, prev.data + ev.data)
             else:
                 merged.append(ev)
+        return merged
+
+    def render(self, last: int = 16, limit: int = 240) -> str:
+        """The last ``last`` events, one per line, with consecutive same-direction bytes merged."""
+        merged = self._merged()
         lines: list[str] = []
         skipped = len(merged) - last
         if skipped > 0 or self._dropped:

@@ -24,6 +24,7 @@ def _feedback(c: CheckResult) -> dict[str, Any]:
 def to_dict(run: RunResult) -> dict[str, Any]:
     return {
         "lab": run.lab,
+        "title": run.title,
         "submission": run.submission,
         "score": run.score,
         "max_score": run.max_score,
@@ -31,6 +32,7 @@ def to_dict(run: RunResult) -> dict[str, Any]:
         "seed": run.seed,
         "status": run.status,
         "status_message": run.status_message,
+        "status_output": run.status_output,
         "checks": [
             {
                 "id": c.id,
@@ -45,6 +47,7 @@ def to_dict(run: RunResult) -> dict[str, Any]:
                 "duration_s": c.duration_s,
                 "seed": c.seed,
                 **_feedback(c),
+                "events": [e.to_dict() for e in c.events],
             }
             for c in run.checks
         ],

@@ -36,6 +36,27 @@ class Smallest:
 
 
 @dataclass(frozen=True)
+class WireEvent:
+    """One event of a check's transcript as structured data (for the class report's sequence diagrams):
+    ``kind`` is ``sent`` (grader to submission), ``received`` (submission to grader) or ``note``; ``label``
+    names the connection; ``size`` is the byte count of a sent/received event; ``text`` is the escaped,
+    trimmed bytes or the note."""
+
+    at: float
+    kind: str
+    label: str
+    size: int
+    text: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"at": self.at, "kind": self.kind, "label": self.label, "size": self.size, "text": self.text}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> WireEvent:
+        return cls(float(d["at"]), str(d["kind"]), str(d["label"]), int(d["size"]), str(d["text"]))
+
+
+@dataclass(frozen=True)
 class CheckResult:
     """The verdict on one check."""
 
@@ -53,10 +74,19 @@ class CheckResult:
     differential: Differential | None = None
     smallest: Smallest | None = None
     pcap: str = ""  # a packet capture of the check's traffic (grader check --pcap DIR)
+    events: tuple[WireEvent, ...] = ()
 
     @property
     def score(self) -> float:
         return self.points if self.outcome == "passed" else 0.0
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> CheckResult:
+        """The inverse of the JSON report's entry for a check (grader.report.jsonout)."""
+        return cls(str(d["id"]), str(d["title"]), str(d["category"]), float(d["points"]), str(d["visibility"]),
+                   str(d["outcome"]), str(d["message"]), str(d["hint"]), str(d["transcript"]),
+                   float(d["duration_s"]), int(d["seed"]),
+                   events=tuple(WireEvent.from_dict(e) for e in d.get("events", ())))
 
 
 @dataclass(frozen=True)
@@ -81,6 +111,13 @@ class RunResult:
     def max_score(self) -> float:
         return sum(c.points for c in self.checks)
 
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> RunResult:
+        """The inverse of grader.report.jsonout.to_dict: a JSON report read back into the same result."""
+        return cls(str(d["lab"]), str(d.get("title", d["lab"])), str(d["submission"]),
+                   tuple(CheckResult.from_dict(c) for c in d["checks"]), float(d["duration_s"]), int(d["seed"]),
+                   str(d["status"]), str(d.get("status_message", "")), str(d.get("status_output", "")))
+
     def count(self, outcome: str) -> int:
         return sum(1 for c in self.checks if c.outcome == outcome)
 
@@ -102,8 +139,21 @@ def to_plain(run: RunResult) -> dict[str, Any]:
 def from_plain(data: Mapping[str, Any]) -> RunResult:
     """The inverse of :func:`to_plain`; ValueError for data that is not a result."""
     try:
-        checks = tuple(CheckResult(**c) for c in data["checks"])
+        checks = tuple(check_from_plain(c) for c in data["checks"])
         fields = {f.name for f in dataclasses.fields(RunResult)} - {"checks"}
         return RunResult(checks=checks, **{k: data[k] for k in fields if k in data})
     except (KeyError, TypeError) as exc:
         raise ValueError(f"not a grading result: {exc}") from exc
+
+
+def check_from_plain(data: Mapping[str, Any]) -> CheckResult:
+    """One check's verdict from :func:`dataclasses.asdict` data (its feedback and events included)."""
+    fields = dict(data)
+    if isinstance(fields.get("differential"), Mapping):
+        fields["differential"] = Differential(**fields["differential"])
+    if isinstance(fields.get("smallest"), Mapping):
+        smallest = dict(fields["smallest"])
+        smallest["pieces"] = tuple(smallest.get("pieces", ()))
+        fields["smallest"] = Smallest(**smallest)
+    fields["events"] = tuple(WireEvent(**e) if isinstance(e, Mapping) else e for e in fields.get("events", ()))
+    return CheckResult(**fields)
