@@ -227,9 +227,11 @@ def run_check(
         outcome, message = "error", f"internal error: {type(exc).__name__}: {exc}"
         transcript.note(traceback.format_exc()[-2000:], "traceback")
     finally:
+        # Whether the client had ended by itself, seen before the harness closes its connections: a death
+        # that comes of that cleanup (a client crashing on the EOF) is the harness's doing, not the cause.
+        client_end = shared.client.poll() if shared.client is not None else None
         ctx.close_all()
         if shared.client is not None:
-            client_end = shared.client.poll()  # None: still running (the harness kills it below)
             if shared.client.alive():
                 transcript.note("the client was still running at the end of the check; killed it")
             backend.stop(shared.client)
