@@ -62,6 +62,11 @@ class ReadResult:
     elapsed: float
 
 
+_RESET_CONNECTING = ("the connection to {host} port {port} was reset as it opened: the server closed its "
+                     "listening socket (or exited) with this connection still waiting to be accepted")
+_RESET_HINT = "A server runs until it is stopped: accept() in a loop, and keep the listening socket open."
+
+
 class TcpConn:
     """One TCP connection of the harness, with its own receive buffer and transcript label."""
 
@@ -110,10 +115,19 @@ class TcpConn:
                 f"connecting to {host} port {port} timed out: the server's listen backlog is full "
                 "or it is not accepting"
             ) from None
+        except ConnectionResetError:
+            sock.close()
+            raise CheckFailed(_RESET_CONNECTING.format(host=host, port=port), hint=_RESET_HINT) from None
         except OSError as exc:
             sock.close()
             raise HarnessError(f"cannot connect to {host} port {port}: {exc}") from exc
-        conn = cls(sock, label, transcript, observer)
+        try:
+            conn = cls(sock, label, transcript, observer)
+        except OSError as exc:  # reset before we could even look at it (getpeername: ENOTCONN)
+            sock.close()
+            if exc.errno in (errno.ENOTCONN, errno.ECONNRESET):
+                raise CheckFailed(_RESET_CONNECTING.format(host=host, port=port), hint=_RESET_HINT) from None
+            raise HarnessError(f"cannot use the connection to {host} port {port}: {exc}") from exc
         transcript.note(f"connected from port {conn.local[1]} to {host} port {port}", label)
         return conn
 
