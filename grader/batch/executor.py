@@ -13,6 +13,7 @@ import os
 import shutil
 import signal
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from typing import Any, NoReturn, Protocol
@@ -56,6 +57,15 @@ def _watch_parent(parent: int) -> None:
     threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` still runs (a zombie, dead but not reaped, does not)."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except (OSError, IndexError):
+        return False
+
+
 def sweep_and_exit() -> NoReturn:
     """Kill every program this process started that still runs (a grading interrupted at any point, even
     between starting a program and recording it), with their own descendants, remove the job's private
@@ -69,8 +79,16 @@ def sweep_and_exit() -> NoReturn:
         for pid in doomed - {me}:
             with contextlib.suppress(OSError):
                 os.kill(pid, signal.SIGKILL)
-        for folder in SCRATCH:
-            shutil.rmtree(folder, ignore_errors=True)
+        # SIGKILL takes effect a moment later: a killed compiler may still write its temporary files. Remove
+        # the folders only once every killed program is gone (or 3 s have passed), and once more after.
+        deadline = time.monotonic() + 3.0
+        while time.monotonic() < deadline and any(_alive(pid) for pid in doomed - {me}):
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(-1, os.WNOHANG)  # reap our own children, which would stay zombies
+            time.sleep(0.01)
+        for _ in range(2):
+            for folder in SCRATCH:
+                shutil.rmtree(folder, ignore_errors=True)
     finally:
         os._exit(70)
 

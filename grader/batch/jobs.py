@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import functools
 import os
+import secrets
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -61,8 +62,10 @@ def scratch_space() -> Iterator[str]:
     programs it runs (a compiler killed mid-build leaves its temporary files): TMPDIR and Python's temporary
     folder point into it while the job runs, and it is removed afterwards, or by
     :func:`grader.batch.executor.sweep_and_exit` when the job is cut short."""
-    base = tempfile.mkdtemp(prefix="grader-job-")
+    # Named and recorded before it exists: a job cut short between the two still has its folder swept.
+    base = os.path.join(tempfile.gettempdir(), f"grader-job-{secrets.token_hex(8)}")
     SCRATCH.append(base)
+    os.mkdir(base, 0o700)
     saved_env, saved_tempdir = os.environ.get("TMPDIR"), tempfile.tempdir
     os.environ["TMPDIR"] = tempfile.tempdir = base
     try:
