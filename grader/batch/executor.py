@@ -19,6 +19,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wai
 from typing import Any, NoReturn, Protocol
 
 from grader.batch.jobs import SCRATCH, run_job
+from grader.driver import procfs
 from grader.driver.procfs import process_tree
 from grader.errors import UsageError
 
@@ -57,15 +58,6 @@ def _watch_parent(parent: int) -> None:
     threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
-def _alive(pid: int) -> bool:
-    """Whether ``pid`` still runs (a zombie, dead but not reaped, does not)."""
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as fh:
-            return fh.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
-    except (OSError, IndexError):
-        return False
-
-
 def sweep_and_exit() -> NoReturn:
     """Kill every program this process started that still runs (a grading interrupted at any point, even
     between starting a program and recording it), with their own descendants, remove the job's private
@@ -82,7 +74,7 @@ def sweep_and_exit() -> NoReturn:
         # SIGKILL takes effect a moment later: a killed compiler may still write its temporary files. Remove
         # the folders only once every killed program is gone (or 3 s have passed), and once more after.
         deadline = time.monotonic() + 3.0
-        while time.monotonic() < deadline and any(_alive(pid) for pid in doomed - {me}):
+        while time.monotonic() < deadline and any(procfs.alive(pid) for pid in doomed - {me}):
             with contextlib.suppress(ChildProcessError):
                 os.waitpid(-1, os.WNOHANG)  # reap our own children, which would stay zombies
             time.sleep(0.01)

@@ -30,6 +30,7 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from grader.driver import procfs
 from grader.driver.backend import LocalBackend
 from grader.driver.limits import Limits, prlimit_prefix
 from grader.driver.ports import PortPool
@@ -240,11 +241,9 @@ def user_pids(uid: int, proc: str = "/proc") -> list[int]:
             try:
                 if os.stat(os.path.join(proc, name)).st_uid != uid:
                     continue
-                with open(os.path.join(proc, name, "stat"), encoding="ascii", errors="replace") as fh:
-                    state = fh.read().rsplit(")", 1)[1].split()[0]
-            except (OSError, IndexError):
+            except OSError:
                 continue
-            if state not in ("Z", "X"):
+            if procfs.alive(int(name)):
                 pids.append(int(name))
     return pids
 

@@ -320,6 +320,17 @@ def _all_stats() -> list[ProcStat]:
     return stats
 
 
+def alive(pid: int) -> bool:
+    """Whether ``pid`` exists and runs: a zombie (dead, not yet reaped) does not."""
+    text = _read_text(os.path.join(PROC, str(pid), "stat"))
+    if text is None:
+        return False
+    try:
+        return parse_stat(text).state not in ("Z", "X")
+    except ValueError:
+        return False
+
+
 def process_tree(root_pid: int) -> list[int]:
     """Return ``root_pid`` and all its descendants, sorted and unique.
 
