@@ -401,3 +401,82 @@ def test_a_server_that_dies_at_the_end_of_a_check_is_noticed(tmp_path: Path) -> 
     for seed in range(1, 4):
         g = run_grade(spec, sub, seed=seed)
         assert g.outcomes == {"kills": "failed", "after": "passed"}, g.explain()
+
+
+# -- fill: a server caught in the middle of sending, with no short I/O forged --------------------------------
+
+FILL_RESET = """
+- id: survives-reset
+  category: robustness
+  steps:
+    - connect: {as: rude, small_window: true}
+    - fill: {conn: rude, timeout: 5}
+    - shutdown_write: {conn: rude}
+    - reset: {conn: rude}
+    - wait_closed: {conn: rude, timeout: 10}
+    - expect_alive: {}
+"""
+
+# An echo server that reads 2 KB at a time and echoes each piece with a correct send() loop: blocking sockets,
+# one thread per client. Its only fault, when SIGPIPE_ACTION is SIG_DFL, is letting SIGPIPE kill it.
+THREADED_ECHO = """
+import threading
+signal.signal(signal.SIGPIPE, SIGPIPE_ACTION)
+
+def handler(conn):
+    with conn:
+        try:
+            while data := conn.recv(2048):
+                conn.sendall(data)
+        except OSError:
+            pass
+
+s = listener(True)
+while True:
+    conn, _ = s.accept()
+    threading.Thread(target=handler, args=(conn,), daemon=True).start()
+"""
+
+# asyncio buffers what it cannot send yet and keeps reading: it never stops, so a fill sends its max_bytes.
+ASYNCIO_ECHO = """
+import asyncio
+
+class Echo(asyncio.Protocol):
+    def connection_made(self, transport):
+        self.transport = transport
+    def data_received(self, data):
+        self.transport.write(data)
+
+async def main():
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(Echo, "127.0.0.1", PORT)
+    await server.serve_forever()
+
+asyncio.run(main())
+"""
+
+
+@pytest.mark.parametrize("repeat", range(3))
+def test_fill_catches_a_blocked_sender_every_time(tmp_path: Path, repeat: int) -> None:
+    sub = py_prog(tmp_path / "sub", "SIGPIPE_ACTION = signal.SIG_DFL\n" + THREADED_ECHO)
+    g = run_grade(write_spec(tmp_path, FILL_RESET), sub)
+    assert g.outcomes == {"survives-reset": "failed"}, g.explain()
+    assert g.messages["survives-reset"] == "the server was killed by SIGPIPE (signal 13) during this check", \
+        g.explain()
+    transcript = g.result.checks[0].transcript
+    assert "without reading: the peer stopped reading" in transcript, transcript
+
+
+def test_fill_passes_a_server_that_ignores_sigpipe(tmp_path: Path) -> None:
+    sub = py_prog(tmp_path / "sub", "SIGPIPE_ACTION = signal.SIG_IGN\n" + THREADED_ECHO)
+    g = run_grade(write_spec(tmp_path, FILL_RESET), sub)
+    assert g.outcomes == {"survives-reset": "passed"}, g.explain()
+
+
+def test_fill_stops_at_max_bytes_for_a_server_that_buffers(tmp_path: Path) -> None:
+    sub = py_prog(tmp_path / "sub", ASYNCIO_ECHO)
+    spec = FILL_RESET.replace("fill: {conn: rude, timeout: 5}", "fill: {conn: rude, max_bytes: 2000000, timeout: 5}")
+    spec += "    - expect_bytes: {conn: rude, text: never, timeout: 0.1}\n"  # fails, to keep the transcript
+    g = run_grade(write_spec(tmp_path, spec), sub)
+    transcript = g.result.checks[0].transcript
+    assert "sent 2000000 bytes without reading: the peer read them all" in transcript, transcript

@@ -34,6 +34,7 @@ PEER_GONE_ERRNOS = (errno.EPIPE, errno.ECONNRESET, errno.ENOTCONN, errno.ESHUTDO
 TCP_CLOSE = 7  # tcpi_state of a connection that was reset (or fully closed)
 SMALL_RCVBUF = 32768  # a small receive window: the kernel doubles it (64 KB) for its bookkeeping
 SMALL_MSS = 1460  # the segment size of an Ethernet path (loopback's is 65483)
+FILL_CHUNK = 16384  # a fill's step: small beside any receive window, so a FIN still fits after it
 
 
 def family_of(host: str) -> socket.AddressFamily:
@@ -300,6 +301,88 @@ class TcpConn:
             if delay > 0:
                 time.sleep(min(delay, remaining(deadline)))  # a deliberate protocol delay (dribbling)
         return True
+
+    def peer_window(self) -> int | None:
+        """The receive window the peer advertises to us (tcpi_snd_wnd; None before Linux 5.4)."""
+        try:
+            info = self.sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 232)
+        except OSError:
+            return None
+        return struct.unpack_from("=I", info, 228)[0] if len(info) >= 232 else None
+
+    def peer_blocked_sending(self) -> bool | None:
+        """Whether the peer's socket holds bytes it cannot send until we read (our window is shut, nothing in
+        flight): its program's send() blocks, or returns EAGAIN, until we read. None where the kernel does not
+        say (no sock_diag, or Linux < 5.4)."""
+        if not sockdiag.available():
+            return None
+        progress = self.observer.progress(self.peer, self.local)
+        if progress is None or progress.peer_window is None:
+            return None
+        return progress.window_shut
+
+    def fill(self, deadline: float, stopped_reading: Callable[[], bool], max_bytes: int,
+             chunk: int = FILL_CHUNK) -> tuple[int, bool]:
+        """Send without reading, a chunk at a time, until the peer's program stops reading for good: our window is
+        shut, so its socket holds bytes it cannot send, and ``stopped_reading()`` (all its threads wait) while
+        our bytes wait in its socket. Nothing but our reading can change that, so where the program stops does
+        not depend on timing. Returns (bytes sent, whether it stopped), or after ``max_bytes`` (a program that
+        buffers what it cannot send keeps reading).
+
+        A chunk leaves only once the peer's kernel has acknowledged the previous one, so what we sent (and a FIN
+        after it) always fits into its socket: a fill never leaves bytes stuck on our side.
+        """
+        block = bytes(range(33, 127)) * (chunk // 94 + 1)
+        sent = 0
+        topped_up = False
+        while True:
+            while True:  # until the last chunk is in the peer's socket, and read or left there for good
+                unread = self.peer_unread()
+                if unread is None or self.reset_by_peer():
+                    return sent, False  # the peer's socket is gone
+                if self.unacked() == 0:
+                    if unread == 0:
+                        break
+                    if self.peer_blocked_sending() is not False and stopped_reading():
+                        break
+                if remaining(deadline) <= 0:
+                    raise CheckFailed(
+                        f"sent {sent} bytes without reading any echo; the submission neither read them nor stopped "
+                        f"({unread} bytes unread in its socket) before the deadline"
+                    )
+                time.sleep(POLL_S)
+            if unread and not topped_up:
+                # Fill the rest of its receive window too: however much room the FIN's arrival gives its send(),
+                # it cannot echo all of that without our reading, so it is still sending when an RST comes.
+                topped_up = True
+                window = self.peer_window()
+                extra = max(0, (window or 0) - 2 * SMALL_MSS)
+                while extra > 0:
+                    try:
+                        n = self.sock.send(block[:min(chunk, extra)])
+                    except BlockingIOError:
+                        break
+                    self.sent_bytes += n
+                    sent += n
+                    extra -= n
+                continue
+            if unread or sent >= max_bytes:
+                self.transcript.note(
+                    f"sent {sent} bytes without reading: the peer "
+                    + (f"stopped reading, {unread} bytes left in its socket" if unread else "read them all"),
+                    self.label)
+                return sent, bool(unread)
+            piece = block[:min(chunk, max_bytes - sent)]
+            try:
+                n = self.sock.send(piece)
+            except BlockingIOError:
+                n = 0
+            except OSError as exc:
+                if exc.errno in PEER_GONE_ERRNOS:
+                    return sent, False
+                raise HarnessError(f"send failed: {exc}") from exc
+            self.sent_bytes += n
+            sent += n
 
     # -- receiving -------------------------------------------------------------------------------------
     def _recv_some(self, deadline: float) -> bool:

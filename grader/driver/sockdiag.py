@@ -102,6 +102,10 @@ _NLMSGERR = struct.Struct("=i")
 _TCPI_BYTES = struct.Struct("=QQ")
 _TCPI_BYTES_ACKED_OFFSET = 120
 _TCPI_MIN_LEN = _TCPI_BYTES_ACKED_OFFSET + _TCPI_BYTES.size  # 136
+#: __u32 tcpi_unacked (segments in flight) at offset 24, tcpi_notsent_bytes at 144 (Linux >= 4.6) and
+#: tcpi_snd_wnd (the peer's advertised window, bytes) at 228 (Linux >= 5.4).
+_TCPI_U32 = struct.Struct("=I")
+_TCPI_UNACKED_OFFSET, _TCPI_NOTSENT_OFFSET, _TCPI_SND_WND_OFFSET = 24, 144, 228
 
 assert _NLMSGHDR.size == 16
 assert _REQ_V2.size == 56
@@ -132,6 +136,15 @@ class TcpProgress:
     bytes_received: int  # tcpi_bytes_received (a received FIN counts 1)
     bytes_acked: int  # tcpi_bytes_acked (the connecting side's SYN counts 1)
     inode: int
+    in_flight: int = 0  # tcpi_unacked: segments sent and not yet acknowledged
+    notsent: int = 0  # tcpi_notsent_bytes: bytes written that wait for the peer's window (or congestion window)
+    peer_window: int | None = None  # tcpi_snd_wnd: the window the peer advertises (None: Linux < 5.4)
+
+    @property
+    def window_shut(self) -> bool:
+        """Whether this socket holds bytes it cannot send until its peer reads: the peer advertises a zero window
+        and nothing is in flight, so no acknowledgement will free room (a program's send() on it stays blocked)."""
+        return self.peer_window == 0 and self.in_flight == 0 and self.notsent > 0
 
 
 # --------------------------------------------------------------------------
@@ -216,7 +229,8 @@ def _parse_diag_msg(payload: bytes) -> _Reply:
     (family, state, _timer, _retrans, sport, dport, src, dst, _if, _c0, _c1, _expires, rqueue, wqueue, _uid, inode) = (
         _DIAG_MSG.unpack_from(payload)
     )
-    bytes_acked = bytes_received = 0
+    bytes_acked = bytes_received = in_flight = notsent = 0
+    peer_window: int | None = None
     has_info = False
     off = _DIAG_MSG.size
     while off + _RTATTR.size <= len(payload):
@@ -230,6 +244,11 @@ def _parse_diag_msg(payload: bytes) -> _Reply:
                     errno.EOPNOTSUPP, f"tcp_info has {len(info)} bytes, need {_TCPI_MIN_LEN} (Linux >= 4.1)"
                 )
             bytes_acked, bytes_received = _TCPI_BYTES.unpack_from(info, _TCPI_BYTES_ACKED_OFFSET)
+            (in_flight,) = _TCPI_U32.unpack_from(info, _TCPI_UNACKED_OFFSET)
+            if len(info) >= _TCPI_NOTSENT_OFFSET + 4:
+                (notsent,) = _TCPI_U32.unpack_from(info, _TCPI_NOTSENT_OFFSET)
+            if len(info) >= _TCPI_SND_WND_OFFSET + 4:
+                (peer_window,) = _TCPI_U32.unpack_from(info, _TCPI_SND_WND_OFFSET)
             has_info = True
         off += (rta_len + 3) & ~3
     progress = TcpProgress(
@@ -239,6 +258,9 @@ def _parse_diag_msg(payload: bytes) -> _Reply:
         bytes_received=bytes_received,
         bytes_acked=bytes_acked,
         inode=inode,
+        in_flight=in_flight,
+        notsent=notsent,
+        peer_window=peer_window,
     )
     return _Reply(
         int.from_bytes(sport, "big"),

@@ -27,6 +27,7 @@ from grader.steps.common import (
 from grader.steps.registry import LoadContext, step
 
 CONN = {"conn": NAME}
+FILL_MAX = 8 * 1024 * 1024  # what a fill sends at most, to a server that never stops reading
 RESET_ACK_S = 2.0  # how long reset waits for the peer's kernel to acknowledge what was sent
 EXPR_NAMES = ("now", "now_1900")
 
@@ -108,6 +109,31 @@ def send(ctx: CheckContext, st: Step) -> None:
     deadline = ctx.step_deadline(a.get("timeout"))
     conn.send_fragments(fragments(data, cuts), deadline, delay=a.float("delay", 0.0), wait_last=a.bool("wait_read"))
     ctx.values[f"sent:{a.str('conn', 'c')}"] = ctx.values.get(f"sent:{a.str('conn', 'c')}", b"") + data
+
+
+@step(
+    "fill",
+    group="tcp client",
+    summary=(
+        "Send without reading until the server submission stops reading: its send() blocks (or returns EAGAIN) "
+        "on the harness's full receive window while the rest of what was sent waits in its socket. Use it on a "
+        "small_window connection to catch a server in the middle of sending; a server that buffers instead "
+        "takes everything up to max_bytes (default 8 MB). A chunk leaves only once the server's kernel took the "
+        "previous one, so a FIN sent next always reaches it."
+    ),
+    schema=obj({**CONN, "max_bytes": {"type": "integer", "minimum": 1, "maximum": 64 * 1024 * 1024},
+                "timeout": SECONDS}),
+    example="- fill: {conn: rude}",
+)
+def fill(ctx: CheckContext, st: Step) -> None:
+    a = st.args
+    conn = conn_of(ctx, a)
+    proc = ctx.supervisor.proc
+
+    def stopped_reading() -> bool:
+        return proc is None or ctx.observer.waiting(proc.pid)
+
+    conn.fill(ctx.step_deadline(a.get("timeout")), stopped_reading, a.int("max_bytes", FILL_MAX))
 
 
 @step(
