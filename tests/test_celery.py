@@ -165,3 +165,41 @@ def test_the_worker_needs_a_redis_broker(tmp_path: Path) -> None:
                            str(tmp_path / "o"), "--executor", "celery"], capture_output=True, text=True, timeout=60)
     assert done.returncode == 2 and "needs --broker" in done.stderr
     shutil.rmtree(tmp_path / "class")
+
+
+def test_a_course_spec_crosses_the_queue_by_content(broker: str, tmp_path: Path) -> None:
+    # A spec outside the grader, in a course's folder: the workers grade with what the batch sent, even once
+    # that folder is gone (as on a worker machine that never had it).
+    course = tmp_path / "course"
+    course.mkdir()
+    spec = yaml.safe_load((LABS / "specs" / f"{FAST_LAB}.yaml").read_text())
+    spec["checks"] = spec["checks"][:3]
+    for check in spec["checks"]:
+        check["title"] = "Course: " + check["title"]
+    (course / "echo-lab.yaml").write_text(yaml.safe_dump(spec))
+    make_class(tmp_path / "class", fixtures=(), broken=False)
+    out = tmp_path / "out"
+    batch = subprocess.Popen([sys.executable, "-m", "grader", "grade", str(course / "echo-lab.yaml"),
+                              str(tmp_path / "class"), "--out", str(out), "--executor", "celery", "--broker", broker],
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    client = redis.Redis.from_url(broker)
+    worker = None
+    try:
+        _wait(lambda: client.llen("grader") == 1 or batch.poll() is not None, "the task to be queued", 60)
+        assert batch.poll() is None
+        keys = client.keys("grader:spec:*")
+        assert len(keys) == 1, keys
+        shutil.rmtree(course)
+        worker = Worker(broker, tmp_path / "worker.log", f"celery-spec-{os.getpid()}-{time.monotonic_ns()}")
+        stdout, _ = batch.communicate(timeout=120)
+    finally:
+        if batch.poll() is None:
+            batch.kill()
+            batch.communicate()
+        if worker is not None:
+            worker.stop()
+        client.close()
+    assert batch.returncode == 0, stdout
+    run = RunResult.from_dict(json.loads((out / "students" / "alice-reference" / "result.json").read_text()))
+    assert run.status == "graded" and len(run.checks) == 3
+    assert all(c.title.startswith("Course: ") and c.outcome == "passed" for c in run.checks), run.checks

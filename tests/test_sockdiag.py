@@ -358,3 +358,29 @@ def test_timing(conn: Conn) -> None:
     )
     assert hit < 2.0
     assert miss < 2.0
+
+
+def test_dump_by_state_and_port(conn: Conn) -> None:
+    port = conn.server_local[1]
+    listening = sockdiag.tcp_sockets((LISTEN,), port)
+    assert [(r.sport, r.progress.state) for r, _ in listening] == [(port, LISTEN)]
+    established = {(r.sport, r.dport) for r, _ in sockdiag.tcp_sockets((ESTABLISHED,), port)}
+    assert established == {(port, conn.client_local[1]), (conn.client_local[1], port)}
+    assert sockdiag.tcp_sockets((TIME_WAIT, CLOSE_WAIT), port) == []
+    conn.client.shutdown(socket.SHUT_WR)
+    server_side = poll(lambda: [r for r, _ in sockdiag.tcp_sockets((CLOSE_WAIT,), port)] or None,
+                       "the server's socket in CLOSE_WAIT")
+    assert [(r.sport, r.progress.inode != 0) for r in server_side] == [(port, True)]
+
+
+def test_window_shut_when_the_peer_stops_reading(conn: Conn) -> None:
+    # The client never reads: the server's socket ends up holding bytes it cannot send, nothing in flight.
+    conn.server.setblocking(False)
+    block = b"x" * 65536
+    with contextlib.suppress(BlockingIOError):
+        for _ in range(1000):  # bounded: at most 64 MB, far more than any socket buffer
+            conn.server.send(block)
+    progress = poll(lambda: (p := conn.server_progress()) is not None and p.window_shut and p,
+                    "a shut window on the server's socket")
+    assert progress.peer_window == 0 and progress.in_flight == 0 and progress.notsent > 0
+    assert conn.client_progress() is not None and not conn.client_progress().window_shut  # type: ignore[union-attr]

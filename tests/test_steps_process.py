@@ -437,7 +437,7 @@ while True:
     threading.Thread(target=handler, args=(conn,), daemon=True).start()
 """
 
-# asyncio buffers what it cannot send yet and keeps reading: it never stops, so a fill sends its max_bytes.
+# asyncio buffers what it cannot send yet and keeps reading.
 ASYNCIO_ECHO = """
 import asyncio
 
@@ -453,6 +453,16 @@ async def main():
     await server.serve_forever()
 
 asyncio.run(main())
+"""
+
+# Reads everything and answers nothing: it never stops reading, so a fill sends its max_bytes.
+DISCARD = """
+def handler(conn):
+    with conn:
+        while conn.recv(65536):
+            pass
+
+serve_iterative(handler)
 """
 
 
@@ -473,10 +483,15 @@ def test_fill_passes_a_server_that_ignores_sigpipe(tmp_path: Path) -> None:
     assert g.outcomes == {"survives-reset": "passed"}, g.explain()
 
 
-def test_fill_stops_at_max_bytes_for_a_server_that_buffers(tmp_path: Path) -> None:
-    sub = py_prog(tmp_path / "sub", ASYNCIO_ECHO)
+def test_fill_passes_a_server_that_buffers(tmp_path: Path) -> None:
+    g = run_grade(write_spec(tmp_path, FILL_RESET), py_prog(tmp_path / "sub", ASYNCIO_ECHO))
+    assert g.outcomes == {"survives-reset": "passed"}, g.explain()
+
+
+def test_fill_stops_at_max_bytes_for_a_server_that_never_stops_reading(tmp_path: Path) -> None:
     spec = FILL_RESET.replace("fill: {conn: rude, timeout: 5}", "fill: {conn: rude, max_bytes: 2000000, timeout: 5}")
-    spec += "    - expect_bytes: {conn: rude, text: never, timeout: 0.1}\n"  # fails, to keep the transcript
-    g = run_grade(write_spec(tmp_path, spec), sub)
+    spec += "    - connect: {}\n    - expect_bytes: {text: never, timeout: 0.1}\n"  # fails: the transcript is kept
+    g = run_grade(write_spec(tmp_path, spec), py_prog(tmp_path / "sub", DISCARD))
+    assert g.outcomes == {"survives-reset": "failed"}, g.explain()
     transcript = g.result.checks[0].transcript
     assert "sent 2000000 bytes without reading: the peer read them all" in transcript, transcript

@@ -1,8 +1,10 @@
 """The Celery executor: one task per submission on a Redis broker, graded by ``grader worker`` processes on any
 number of machines, results back through Redis exactly as a local run gets them.
 
-What crosses the queue is plain JSON: the job (spec by name, or by path when it is not a shipped or
-``GRADER_SPECS_DIR`` spec) with the submission as a base64 zip, and the JSON result. A task is acknowledged only
+What crosses the queue is plain JSON: the job with the submission as a base64 zip, and the JSON result. A spec
+shipped with the grader goes by name; any other (a path, a ``GRADER_SPECS_DIR`` spec) goes by content: its
+folder, zipped, is stored once in Redis under its SHA-256 and each task names that digest, so a worker on another
+machine grades with exactly the spec the batch was started with, and unpacks it once. A task is acknowledged only
 once it is done (``acks_late``); a worker process that dies mid-task has its task rejected and requeued
 (``reject_on_worker_lost``), and a whole worker lost has its unacknowledged task restored after the broker's
 visibility timeout; a task has a hard time limit (``GRADER_TASK_TIME_LIMIT`` seconds, default 600), past which
@@ -13,9 +15,12 @@ if it has not stopped by itself.
 from __future__ import annotations
 
 import base64
+import hashlib
 import io
 import os
+import shutil
 import signal
+import tempfile
 import threading
 import time
 import zipfile
@@ -26,6 +31,7 @@ from typing import Any
 from billiard.util import set_pdeathsig
 from celery import Celery, signals
 
+from grader import catalog
 from grader.batch.executor import _Orphaned, _watch_parent, sweep_and_exit
 from grader.batch.intake import extract_zip
 from grader.batch.jobs import IGNORED_NAMES, run_job, scratch_space
@@ -33,6 +39,9 @@ from grader.driver.backend import MAX_SUBMISSION_BYTES
 from grader.errors import UsageError
 
 TASK = "grader.grade"
+SPEC_KEY = "grader:spec:"  # + the SHA-256 of a spec folder's zip: the spec, for the workers
+SPEC_TTL_S = 7 * 24 * 3600
+_APP: list[Celery] = []  # this process's app (a worker's), whose Redis holds the specs sent by content
 DEFAULT_TIME_LIMIT = 600.0
 HARD_MARGIN = 10.0  # after the time limit, the worker process is killed if it has not stopped by itself
 
@@ -68,7 +77,55 @@ def make_app(broker: str) -> Celery:
         task_default_queue="grader",
     )
     app.task(name=TASK, bind=False)(grade_task)
+    _APP[:] = [app]
     return app
+
+
+def _redis(app: Celery) -> Any:
+    return app.backend.client  # the result backend's redis.Redis (the broker's server)
+
+
+def spec_reference(app: Celery, spec: str) -> dict[str, str]:
+    """How a task names its spec: a shipped spec by name; any other by content, stored once in Redis."""
+    path = catalog.resolve(spec).resolve()
+    if path.parent == catalog.specs_dir().resolve():
+        return {"spec": path.stem}
+    archive = pack(path.parent)
+    if len(archive) * 3 // 4 > MAX_SUBMISSION_BYTES:
+        raise UsageError(f"the spec's folder {path.parent} holds more than {MAX_SUBMISSION_BYTES >> 20} MB: "
+                         "keep a spec in a folder of its own, with only the files it uses")
+    digest = hashlib.sha256(archive.encode("ascii")).hexdigest()
+    _redis(app).set(SPEC_KEY + digest, archive, ex=SPEC_TTL_S)
+    return {"spec": path.name, "spec_digest": digest}
+
+
+def fetch_spec(name: str, digest: str) -> Path:
+    """In a worker: the spec sent by content, unpacked once per digest into this machine's temporary folder."""
+    if Path(name).name != name or not name.endswith((".yaml", ".yml")) or not all(
+            c in "0123456789abcdef" for c in digest) or len(digest) != 64:
+        raise UsageError(f"a task names its spec oddly: {name!r}, {digest!r}")
+    cache = Path(tempfile.gettempdir()) / "grader-specs"
+    folder = cache / digest
+    if not (folder / name).is_file():
+        data = _redis(_APP[0]).get(SPEC_KEY + digest) if _APP else None
+        if data is None:
+            raise UsageError(f"the spec {name} ({digest[:12]}) is no longer in Redis: grade the batch again")
+        if hashlib.sha256(data).hexdigest() != digest:
+            raise UsageError(f"the spec {name} in Redis does not match its digest {digest[:12]}")
+        cache.mkdir(mode=0o700, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f"{digest[:12]}-", dir=cache))
+        try:
+            zpath = staging / "spec.zip"
+            zpath.write_bytes(base64.b64decode(data))
+            extract_zip(zpath, staging / "spec", limit=MAX_SUBMISSION_BYTES)
+            try:
+                (staging / "spec").rename(folder)
+            except OSError:
+                if not (folder / name).is_file():  # another process of this worker unpacked it first
+                    raise
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    return folder / name
 
 
 def pack(folder: Path) -> str:
@@ -101,6 +158,12 @@ def grade_task(job: dict[str, Any]) -> dict[str, Any]:
                 extract_zip(zpath, folder, limit=MAX_SUBMISSION_BYTES)
             except UsageError as exc:
                 return {"student": job["student"], "error": str(exc)}
+            digest = job.pop("spec_digest", None)
+            if digest is not None:
+                try:
+                    job["spec"] = str(fetch_spec(str(job["spec"]), str(digest)))
+                except UsageError as exc:
+                    return {"student": job["student"], "error": str(exc)}
             outcome = run_job({**job, "submission": str(folder)})
             if "result" in outcome:  # the result names the submission as the batch knows it, as in a local run
                 outcome["result"]["submission"] = job["submission"]
@@ -137,8 +200,11 @@ class CeleryExecutor:
     def run(self, jobs: Sequence[dict[str, Any]]) -> Iterator[dict[str, Any]]:
         task = self.app.tasks[TASK]
         pending = {}
+        specs: dict[str, dict[str, str]] = {}
         for job in jobs:
-            payload = {**job, "archive": pack(Path(job["submission"]))}
+            if job["spec"] not in specs:
+                specs[job["spec"]] = spec_reference(self.app, job["spec"])
+            payload = {**job, **specs[job["spec"]], "archive": pack(Path(job["submission"]))}
             pending[task.apply_async(args=[payload]).id] = job
         limit = time_limit()
         budget = float(os.environ.get("GRADER_BATCH_TIMEOUT", max(600.0, (limit + 10) * len(jobs))))

@@ -20,10 +20,10 @@ from dataclasses import dataclass
 
 from grader.driver import procfs, sockdiag
 from grader.driver.observe import LOCAL_OBSERVER, Observer
+from grader.driver.poll import Poll
 from grader.engine.transcript import Transcript
 from grader.errors import CheckFailed, HarnessError
 
-POLL_S = 0.002
 RECV_SIZE = 65536
 
 # What ended a read: the predicate was satisfied, the peer sent FIN, the peer reset, or time ran out.
@@ -35,6 +35,7 @@ TCP_CLOSE = 7  # tcpi_state of a connection that was reset (or fully closed)
 SMALL_RCVBUF = 32768  # a small receive window: the kernel doubles it (64 KB) for its bookkeeping
 SMALL_MSS = 1460  # the segment size of an Ethernet path (loopback's is 65483)
 FILL_CHUNK = 16384  # a fill's step: small beside any receive window, so a FIN still fits after it
+FILL_BACKLOG = 65536  # what a fill leaves unread in the peer's socket: more than it can echo without our reading
 
 
 def family_of(host: str) -> socket.AddressFamily:
@@ -233,18 +234,20 @@ class TcpConn:
 
     def wait_peer_read(self, deadline: float) -> bool:
         """Wait until the peer's program has read everything we sent. False if the deadline passed first."""
+        poll = Poll()
         while True:
             if self.peer_has_read_all() or self.reset_by_peer():
                 return True
             if remaining(deadline) <= 0:
                 return False
-            time.sleep(POLL_S)
+            poll.pause(deadline)
 
     def wait_acked(self, deadline: float) -> bool:
         """Wait until the peer's kernel has acknowledged every byte we sent (a FIN included).
 
         False if the deadline passed first (the peer's receive window is full).
         """
+        poll = Poll()
         while True:
             try:
                 if self.unacked() == 0 or self.reset_by_peer():
@@ -253,7 +256,7 @@ class TcpConn:
                 return True
             if remaining(deadline) <= 0:
                 return False
-            time.sleep(POLL_S)
+            poll.pause(deadline)
 
     def reset_by_peer(self) -> bool:
         """True when our socket is in CLOSE state: the peer reset it, so nothing we sent will ever be read.
@@ -323,66 +326,60 @@ class TcpConn:
 
     def fill(self, deadline: float, stopped_reading: Callable[[], bool], max_bytes: int,
              chunk: int = FILL_CHUNK) -> tuple[int, bool]:
-        """Send without reading, a chunk at a time, until the peer's program stops reading for good: our window is
-        shut, so its socket holds bytes it cannot send, and ``stopped_reading()`` (all its threads wait) while
-        our bytes wait in its socket. Nothing but our reading can change that, so where the program stops does
-        not depend on timing. Returns (bytes sent, whether it stopped), or after ``max_bytes`` (a program that
-        buffers what it cannot send keeps reading).
+        """Send without reading until the peer's program stops reading for good, with a backlog of at least
+        FILL_BACKLOG bytes (or a full receive window) in its socket. Returns (bytes sent, whether it stopped), or
+        after ``max_bytes`` (a program that buffers what it cannot send keeps reading).
 
-        A chunk leaves only once the peer's kernel has acknowledged the previous one, so what we sent (and a FIN
-        after it) always fits into its socket: a fill never leaves bytes stuck on our side.
+        It has stopped when its socket holds bytes it cannot send (our window is shut, nothing in flight) and
+        ``stopped_reading()`` (all its threads wait) while our bytes wait in its socket; and for good when one more
+        piece from us changes nothing. (Each segment that reaches a socket whose writer is blocked lets Linux
+        grow its send buffer, once, up to what its congestion window allows: a piece that wakes it up shows that
+        the buffer could still grow.) Nothing but our reading can change that state, so where it stops, and that
+        a FIN sent next (which always fits: every piece leaves once the previous one was acknowledged) finds it
+        still sending, does not depend on timing.
         """
         block = bytes(range(33, 127)) * (chunk // 94 + 1)
-        sent = 0
-        topped_up = False
+        sent = last = 0
+        probe_base: int | None = None  # its backlog when the last piece left while it was stopped
         while True:
-            while True:  # until the last chunk is in the peer's socket, and read or left there for good
+            poll = Poll()
+            while True:  # until the last piece is in the peer's socket, and read or left there
                 unread = self.peer_unread()
                 if unread is None or self.reset_by_peer():
                     return sent, False  # the peer's socket is gone
-                if self.unacked() == 0:
-                    if unread == 0:
-                        break
-                    if self.peer_blocked_sending() is not False and stopped_reading():
-                        break
+                if self.unacked() == 0 and (unread == 0 or (
+                        self.peer_blocked_sending() is not False and stopped_reading())):
+                    break
                 if remaining(deadline) <= 0:
                     raise CheckFailed(
                         f"sent {sent} bytes without reading any echo; the submission neither read them nor stopped "
                         f"({unread} bytes unread in its socket) before the deadline"
                     )
-                time.sleep(POLL_S)
-            if unread and not topped_up:
-                # Fill the rest of its receive window too: however much room the FIN's arrival gives its send(),
-                # it cannot echo all of that without our reading, so it is still sending when an RST comes.
-                topped_up = True
-                window = self.peer_window()
-                extra = max(0, (window or 0) - 2 * SMALL_MSS)
-                while extra > 0:
-                    try:
-                        n = self.sock.send(block[:min(chunk, extra)])
-                    except BlockingIOError:
-                        break
-                    self.sent_bytes += n
-                    sent += n
-                    extra -= n
-                continue
-            if unread or sent >= max_bytes:
-                self.transcript.note(
-                    f"sent {sent} bytes without reading: the peer "
-                    + (f"stopped reading, {unread} bytes left in its socket" if unread else "read them all"),
-                    self.label)
-                return sent, bool(unread)
-            piece = block[:min(chunk, max_bytes - sent)]
+                poll.pause(deadline)
+            if unread:
+                room = (self.peer_window() or 0) - 2 * SMALL_MSS
+                unchanged = probe_base is not None and unread == probe_base + last
+                if (unchanged and unread >= FILL_BACKLOG) or room <= 0:
+                    self.transcript.note(f"sent {sent} bytes without reading: the peer stopped reading, {unread} "
+                                         "bytes left in its socket", self.label)
+                    return sent, True
+                probe_base, size = unread, min(chunk, room)
+            else:
+                probe_base = None
+                if sent >= max_bytes:
+                    self.transcript.note(f"sent {sent} bytes without reading: the peer read them all", self.label)
+                    return sent, False
+                size = min(chunk, max_bytes - sent)
             try:
-                n = self.sock.send(piece)
+                last = self.sock.send(block[:size])
             except BlockingIOError:
-                n = 0
+                last = 0
             except OSError as exc:
                 if exc.errno in PEER_GONE_ERRNOS:
                     return sent, False
                 raise HarnessError(f"send failed: {exc}") from exc
-            self.sent_bytes += n
-            sent += n
+            self.sent_bytes += last
+            sent += last
 
     # -- receiving -------------------------------------------------------------------------------------
     def _recv_some(self, deadline: float) -> bool:

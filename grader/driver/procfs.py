@@ -492,7 +492,7 @@ def open_fd_count(pids: Iterable[int]) -> int:
     return total
 
 
-def _netns_key(pid: int) -> str | None:
+def netns_key(pid: int) -> str | None:
     try:
         return os.readlink(os.path.join(PROC, str(pid), "ns", "net"))
     except OSError:
@@ -514,7 +514,7 @@ def _tree_sockets(pids: list[int], protos: Iterable[str]) -> list[SockEntry]:
     seen: set[tuple[str, int]] = set()
     entries: list[SockEntry] = []
     for pid in pids:
-        key = _netns_key(pid)
+        key = netns_key(pid)
         if key in seen_ns:
             continue
         table = _read_tables(protos, pid, inodes=inodes)
@@ -543,9 +543,9 @@ def listening_ports(root_pid: int, proto: str = "tcp") -> list[SockEntry]:
     raise ValueError(f"proto must be 'tcp' or 'udp', not {proto!r}")
 
 
-def owned_sockets(root_pid: int) -> list[SockEntry]:
-    """All tcp/tcp6/udp/udp6 entries whose inode is held by the process tree."""
-    return _tree_sockets(process_tree(root_pid), NET_PROTOS)
+def owned_sockets(root_pid: int, protos: Iterable[str] = NET_PROTOS) -> list[SockEntry]:
+    """All tcp/tcp6/udp/udp6 entries (or those of ``protos``) whose inode is held by the process tree."""
+    return _tree_sockets(process_tree(root_pid), protos)
 
 
 def find_tcp(local: tuple[str, int], remote: tuple[str, int]) -> SockEntry | None:

@@ -56,6 +56,7 @@ import os
 import socket
 import struct
 import threading
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -77,6 +78,7 @@ NLMSG_ERROR = 2
 NLMSG_DONE = 3
 NLM_F_REQUEST = 0x1
 NLM_F_MULTI = 0x2
+NLM_F_DUMP = 0x300  # NLM_F_ROOT | NLM_F_MATCH: every socket the request's states select
 
 INET_DIAG_INFO = 2
 INET_DIAG_NOCOOKIE = 0xFFFFFFFF
@@ -182,7 +184,7 @@ def _reply_ip(family: int, raw: bytes) -> _Addr:
 # --------------------------------------------------------------------------
 
 
-class _Reply(NamedTuple):
+class DiagSocket(NamedTuple):
     """One parsed inet_diag_msg."""
 
     sport: int
@@ -222,7 +224,7 @@ def _drop_netlink() -> None:
         sock.close()
 
 
-def _parse_diag_msg(payload: bytes) -> _Reply:
+def _parse_diag_msg(payload: bytes) -> DiagSocket:
     """Parse an inet_diag_msg and its attributes."""
     if len(payload) < _DIAG_MSG.size:
         raise SockDiagError(errno.EPROTO, f"short inet_diag_msg ({len(payload)} bytes)")
@@ -262,7 +264,7 @@ def _parse_diag_msg(payload: bytes) -> _Reply:
         notsent=notsent,
         peer_window=peer_window,
     )
-    return _Reply(
+    return DiagSocket(
         int.from_bytes(sport, "big"),
         int.from_bytes(dport, "big"),
         _reply_ip(family, src),
@@ -272,15 +274,17 @@ def _parse_diag_msg(payload: bytes) -> _Reply:
     )
 
 
-def _query(family: int, src: bytes, sport: int, dst: bytes, dport: int) -> list[_Reply]:
-    """Send one exact-match request; return the parsed replies ([] for ENOENT)."""
+def _query(family: int, src: bytes, sport: int, dst: bytes, dport: int, *, states: int = ALL_STATES,
+           dump: bool = False) -> list[DiagSocket]:
+    """Send one exact-match request (or, with ``dump``, ask for every socket in ``states``, a bit mask of
+    1 << state); return the parsed replies ([] for ENOENT)."""
     sock = _netlink()
     _conn.seq = seq = (_conn.seq + 1) & 0xFFFFFFFF
     body = _REQ_V2.pack(
         family,
         socket.IPPROTO_TCP,
-        1 << (INET_DIAG_INFO - 1),
-        ALL_STATES,
+        0 if dump else 1 << (INET_DIAG_INFO - 1),
+        states,
         sport.to_bytes(2, "big"),
         dport.to_bytes(2, "big"),
         src.ljust(16, b"\0"),
@@ -289,8 +293,9 @@ def _query(family: int, src: bytes, sport: int, dst: bytes, dport: int) -> list[
         INET_DIAG_NOCOOKIE,
         INET_DIAG_NOCOOKIE,
     )
-    request = _NLMSGHDR.pack(_NLMSGHDR.size + len(body), SOCK_DIAG_BY_FAMILY, NLM_F_REQUEST, seq, 0) + body
-    results: list[_Reply] = []
+    flags = NLM_F_REQUEST | (NLM_F_DUMP if dump else 0)
+    request = _NLMSGHDR.pack(_NLMSGHDR.size + len(body), SOCK_DIAG_BY_FAMILY, flags, seq, 0) + body
+    results: list[DiagSocket] = []
     try:
         sock.sendto(request, (0, 0))
         while True:
@@ -298,7 +303,7 @@ def _query(family: int, src: bytes, sport: int, dst: bytes, dport: int) -> list[
             off = 0
             finished = False
             while off + _NLMSGHDR.size <= len(data):
-                msg_len, msg_type, flags, msg_seq, _pid = _NLMSGHDR.unpack_from(data, off)
+                msg_len, msg_type, msg_flags, msg_seq, _pid = _NLMSGHDR.unpack_from(data, off)
                 if msg_len < _NLMSGHDR.size or off + msg_len > len(data):
                     raise SockDiagError(errno.EPROTO, "malformed nlmsghdr in sock_diag reply")
                 payload = data[off + _NLMSGHDR.size : off + msg_len]
@@ -318,7 +323,7 @@ def _query(family: int, src: bytes, sport: int, dst: bytes, dport: int) -> list[
                     finished = True
                 elif msg_type == SOCK_DIAG_BY_FAMILY:
                     results.append(_parse_diag_msg(payload))
-                    if not flags & NLM_F_MULTI:
+                    if not msg_flags & NLM_F_MULTI and not dump:
                         finished = True
             if finished:
                 return results
@@ -333,7 +338,7 @@ def _query(family: int, src: bytes, sport: int, dst: bytes, dport: int) -> list[
 # --------------------------------------------------------------------------
 
 
-def _lookup(local: tuple[str, int], remote: tuple[str, int]) -> _Reply | None:
+def _lookup(local: tuple[str, int], remote: tuple[str, int]) -> DiagSocket | None:
     lip, lport = _parse_ip(local[0]), _check_port(local[1])
     rip, rport = _parse_ip(remote[0]), _check_port(remote[1])
     if lip.version != rip.version:
@@ -370,6 +375,23 @@ def tcp_progress(local: tuple[str, int], remote: tuple[str, int]) -> TcpProgress
     """
     reply = _lookup(local, remote)
     return None if reply is None else reply.progress
+
+
+def tcp_sockets(states: Iterable[int], port: int | None = None) -> list[tuple[DiagSocket, str]]:
+    """Every TCP socket of this network namespace in one of ``states`` (TCP state numbers), IPv4 and IPv6, as
+    (reply, "tcp" or "tcp6"); with ``port``, those whose local or remote port it is. The kernel selects by state,
+    so the TIME_WAIT sockets a busy grading leaves by the thousand cost nothing (unlike /proc/net/tcp, which
+    formats every one)."""
+    mask = 0
+    for state in states:
+        mask |= 1 << state
+    found: list[tuple[DiagSocket, str]] = []
+    for family, proto in ((socket.AF_INET, "tcp"), (socket.AF_INET6, "tcp6")):
+        zero = bytes(16)
+        for reply in _query(family, zero, 0, zero, 0, states=mask, dump=True):
+            if port is None or port in (reply.sport, reply.dport):
+                found.append((reply, proto))
+    return found
 
 
 _available: bool | None = None

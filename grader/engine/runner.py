@@ -14,6 +14,7 @@ from pathlib import Path
 from grader.driver import procfs
 from grader.driver.backend import Backend, LocalBackend
 from grader.driver.limits import Limits
+from grader.driver.poll import Poll
 from grader.driver.process import SIGPIPE_HINT, Proc
 from grader.engine.context import CheckContext, Shared
 from grader.engine.feedback import NO_FEEDBACK, Feedback, FeedbackOptions
@@ -273,6 +274,9 @@ EXITED_HINT = ("A server runs until it is stopped: accept() in a loop, and never
 SETTLE_S = 1.0  # how long, after a check, the server may take to finish with the connections the check closed
 
 
+CLOSING_STATES = (procfs.TcpState.ESTABLISHED, procfs.TcpState.FIN_WAIT1, procfs.TcpState.CLOSE_WAIT)
+
+
 def close_wait(supervisor: Supervisor | None) -> frozenset[tuple[str, int]]:
     """The clients of the server's connections that their client has closed and the server not yet: in
     CLOSE_WAIT, or about to be (the client's FIN sent, not yet taken in: its side is in FIN_WAIT1)."""
@@ -280,9 +284,10 @@ def close_wait(supervisor: Supervisor | None) -> frozenset[tuple[str, int]]:
         return frozenset()
     port = supervisor.tcp_port
     observer = supervisor.backend.observer
-    closing = {e.local[1] for e in observer.tcp_table(ports=(port,))
-               if e.state == procfs.TcpState.FIN_WAIT1 and e.remote[1] == port}
-    return frozenset(e.remote for e in observer.sockets(supervisor.proc.pid) if e.local[1] == port and (
+    table = observer.tcp_table(ports=(port,), states=CLOSING_STATES)
+    closing = {e.local[1] for e in table if e.state == procfs.TcpState.FIN_WAIT1 and e.remote[1] == port}
+    held = observer.socket_inodes(observer.processes(supervisor.proc.pid))
+    return frozenset(e.remote for e in table if e.local[1] == port and e.inode in held and (
         e.state == procfs.TcpState.CLOSE_WAIT or (e.state == procfs.TcpState.ESTABLISHED and e.remote[1] in closing)))
 
 
@@ -293,6 +298,7 @@ def settle(supervisor: Supervisor, baseline: frozenset[tuple[str, int]], transcr
     of it waits (twice in a row) with them still open: it leaks them. Sockets already in CLOSE_WAIT before the
     check (leaked by earlier ones) are not waited for."""
     deadline = time.monotonic() + SETTLE_S
+    poll = Poll(0.005)
     seen: frozenset[tuple[str, int]] | None = None
     while pending := close_wait(supervisor) - baseline:
         proc = supervisor.proc
@@ -304,7 +310,7 @@ def settle(supervisor: Supervisor, baseline: frozenset[tuple[str, int]], transcr
         if time.monotonic() > deadline:
             transcript.note(f"the server still holds {len(pending)} connection(s) this check closed")
             return
-        time.sleep(0.005)
+        poll.pause(deadline)
 
 
 def traceback_line(proc: Proc) -> str:

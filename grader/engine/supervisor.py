@@ -16,6 +16,7 @@ from pathlib import Path
 
 from grader.driver import procfs
 from grader.driver.backend import Backend
+from grader.driver.poll import Poll
 from grader.driver.preload import ShortIO, build_preload
 from grader.driver.process import Proc
 from grader.errors import CheckFailed, HarnessError, SubmissionError
@@ -107,6 +108,7 @@ class Supervisor:
         self.tcp_port = self.udp_port = self.port
         pending = set(self.ready) - {"none"}
         up_since: float | None = None
+        poll = Poll(POLL_S)
         while pending:
             self._take_ready(proc, pending)
             if not pending:
@@ -130,7 +132,7 @@ class Supervisor:
                     f"within {self.ready_timeout:g}s (its sockets are on ports {seen or 'none'})",
                     proc.output("stderr") + proc.output("stdout"),
                 )
-            time.sleep(POLL_S)
+            poll.pause(deadline)
         self.missing = {mode: self._absent(proc, mode) for mode in sorted(pending)}
         if self.starts <= 1:
             self.known_missing = frozenset(pending)

@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 from grader.driver.net import FIN, RST, TIMEOUT, Listener, TcpConn, remaining
+from grader.driver.poll import Poll
 from grader.engine.context import CheckContext
 from grader.errors import CheckFailed, SpecError
 from grader.judge.http import (
@@ -32,7 +33,6 @@ from grader.steps.common import (
 from grader.steps.registry import LoadContext, step
 from grader.steps.tcp import conn_of, end_text
 
-POLL_S = 0.002
 CLIENT_WAIT_S = 1.0  # how long echo_serve waits for a client to be waiting before it reads anyway
 
 
@@ -235,6 +235,7 @@ def _wait_client_waiting(ctx: CheckContext, conn: TcpConn, deadline: float) -> N
         return
     seen: int | None = None
     deadline = min(deadline, time.monotonic() + CLIENT_WAIT_S)  # a client that spins (polls) never waits
+    poll = Poll()
     while remaining(deadline) > 0 and proc.alive():
         if ctx.observer.waiting(proc.pid):
             queued = conn.queued()
@@ -243,7 +244,7 @@ def _wait_client_waiting(ctx: CheckContext, conn: TcpConn, deadline: float) -> N
             seen = queued
         else:
             seen = None
-        time.sleep(POLL_S)
+        poll.pause(deadline)
 
 
 @step(

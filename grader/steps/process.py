@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 from grader.driver import netns, procfs
+from grader.driver.poll import Poll
 from grader.driver.preload import PreloadBuildError, ShortIO, build_preload
 from grader.driver.process import DATA_CAP, SIGPIPE_HINT, Proc
 from grader.engine.context import CheckContext
@@ -17,7 +18,6 @@ from grader.spec.model import Args, Step
 from grader.steps.common import NAME, PAYLOAD_PROPS, SECONDS, check_payload, obj, payload
 from grader.steps.registry import LoadContext, step
 
-POLL_S = 0.005
 WAIT_CLOSED_S = 5.0
 STDIN_PROPS = {f"stdin_{k}": v for k, v in PAYLOAD_PROPS.items()}
 
@@ -54,6 +54,7 @@ def wait_closed(ctx: CheckContext, st: Step) -> None:
     proc = ctx.observed()
     deadline = ctx.step_deadline(st.args.float("timeout", WAIT_CLOSED_S))
     inode = conn.peer_inode_at_close
+    poll = Poll()
     while True:
         if proc is None or not proc.alive():
             ctx.transcript.note("the submission has ended", conn.label)
@@ -74,7 +75,7 @@ def wait_closed(ctx: CheckContext, st: Step) -> None:
         if time.monotonic() > deadline:
             ctx.transcript.note("the submission still holds its socket of this connection", conn.label)
             return
-        time.sleep(POLL_S)
+        poll.pause(deadline)
 
 
 @step(
@@ -97,6 +98,7 @@ def expect_sockets(ctx: CheckContext, st: Step) -> None:
     deadline = ctx.step_deadline(a.get("timeout"))
     max_open = a.get("max_open")
     max_cw = a.get("max_close_wait")
+    poll = Poll()
     while True:
         socks = [s for s in ctx.observer.sockets(proc.pid) if s.proto.startswith("tcp")]
         close_wait = [s for s in socks if s.state == procfs.TcpState.CLOSE_WAIT]
@@ -107,7 +109,7 @@ def expect_sockets(ctx: CheckContext, st: Step) -> None:
             return
         if time.monotonic() > deadline:
             break
-        time.sleep(POLL_S)
+        poll.pause(deadline)
     if max_cw is not None and len(close_wait) > int(max_cw):
         raise CheckFailed(
             f"expected at most {max_cw} sockets in CLOSE_WAIT, found {len(close_wait)}: the clients closed "
