@@ -71,6 +71,22 @@ def test_a_port_in_use_is_never_leased(tmp_path: Path) -> None:
             PortPool(lock_dir=tmp_path, low=taken, high=taken + 1).lease(avoid_swapped=False)
 
 
+def test_a_port_with_a_time_wait_leftover_is_never_leased(tmp_path: Path) -> None:
+    # A server that closes first leaves its side in TIME_WAIT on its own port: a server without SO_REUSEADDR
+    # could not bind it for a minute, so the next grading must not be given it.
+    with socket.socket() as listener:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        with socket.create_connection(("127.0.0.1", port)) as client:
+            server, _ = listener.accept()
+            server.close()  # the server's side closes first
+            assert client.recv(1) == b""
+    with pytest.raises(Exception, match="no free port"):
+        PortPool(lock_dir=tmp_path, low=port, high=port + 1).lease(avoid_swapped=False)
+
+
 def test_limits_parse_and_refuse_bad_values() -> None:
     limits = Limits.parse(["cpu_seconds=5", "memory-mb=256"])
     assert (limits.cpu_seconds, limits.memory_mb) == (5, 256)

@@ -49,12 +49,12 @@ def default_lock_dir() -> Path:
 
 
 def bindable(host: str, port: int) -> bool:
-    """Whether both a TCP and a UDP socket can bind ``host:port`` right now."""
+    """Whether both a TCP and a UDP socket can bind ``host:port`` right now, without SO_REUSEADDR: a connection
+    of an earlier grading left in TIME_WAIT on that port would stop a server that does not set it (the lab's
+    classic mistake, which only the restart check may catch), so such a port is not leased."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
         with socket.socket(family, kind) as s:
-            if kind == socket.SOCK_STREAM:
-                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # a TIME_WAIT leftover is no obstacle
             try:
                 s.bind((host, port))
             except OSError:
