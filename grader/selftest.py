@@ -157,10 +157,13 @@ def _selftest_spec(spec: Spec, repeat: int, jobs: int, console: Console, grader:
         result = grader(subject.path, 1000 + i)
         return subject.name, {c.id: c.outcome for c in result.checks}, result.status
 
-    with ThreadPoolExecutor(max_workers=jobs) as pool:
+    pool = ThreadPoolExecutor(max_workers=jobs)
+    try:
         for name, outcomes, status in pool.map(work, tasks):
             verdicts[name].runs.append(outcomes)
             verdicts[name].statuses.append(status)
+    finally:  # on Ctrl-C or SIGTERM, the gradings not yet begun are dropped; those running end by their deadlines
+        pool.shutdown(wait=True, cancel_futures=True)
     if totals is not None:
         for v in verdicts.values():
             totals.add(v)
