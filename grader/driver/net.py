@@ -359,7 +359,7 @@ class TcpConn:
             if unread:
                 room = (self.peer_window() or 0) - 2 * SMALL_MSS
                 unchanged = probe_base is not None and unread == probe_base + last
-                if (unchanged and unread >= FILL_BACKLOG) or room <= 0:
+                if (unchanged and unread >= FILL_BACKLOG) or room <= 0 or sent >= max_bytes:
                     self.transcript.note(f"sent {sent} bytes without reading: the peer stopped reading, {unread} "
                                          "bytes left in its socket", self.label)
                     return sent, True
