@@ -186,8 +186,9 @@ class SandboxIsolation:
 
     def command(self, results: Path, limits: Limits, shown: list[Path]) -> list[str]:
         """bwrap's command line; ``shown`` are folders the harness reads (the spec's, the submission). The
-        sandbox's /tmp is a fresh one: what the harness needs from the machine's /tmp (these folders, and the
-        grader itself when it is installed or checked out there) is bound back read-only at its own path."""
+        sandbox's /tmp is a fresh one, and its TMPDIR: what the harness needs from the machine's /tmp (these
+        folders, and the grader itself when it is installed or checked out there) is bound back read-only at its
+        own path."""
         needed = [*shown, *_harness_paths()]
         binds = [arg for path in _outermost(p for p in needed if p.is_relative_to("/tmp"))
                  for arg in ("--ro-bind", str(path), str(path))]
@@ -202,6 +203,9 @@ class SandboxIsolation:
             "--dev-bind", "/", "/", "--proc", "/proc", "--size", str(limits.disk_mb * 1024 * 1024), "--tmpfs", "/tmp",
             *binds,
             "--bind", str(results), "/results",
+            # its temporary files in its own /tmp, whatever folder the caller's TMPDIR names (a worker's
+            # private one, re-made inside by the binds above, is no place for the jail: others cannot enter it)
+            "--setenv", "TMPDIR", "/tmp",
             "--", sys.executable, "-m", "grader.isolation", f"/results/{JOB_FILE}",
         ]
 

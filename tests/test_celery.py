@@ -12,6 +12,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -71,10 +72,10 @@ def broker(tmp_path: Path) -> Iterator[str]:
 
 
 class Worker:
-    def __init__(self, broker: str, log: Path, mark: str) -> None:
+    def __init__(self, broker: str, log: Path, mark: str, tmpdir: Path | None = None) -> None:
         self.mark, self.log = mark, log
-        self.tmpdir = log.with_suffix(".tmp")  # its gradings' private folders: none may be left behind
-        self.tmpdir.mkdir()
+        self.tmpdir = tmpdir or log.with_suffix(".tmp")  # its gradings' private folders: none may be left behind
+        self.tmpdir.mkdir(exist_ok=True)
         env = {**os.environ, MARK_VAR: mark, "GRADER_TASK_TIME_LIMIT": TIME_LIMIT, "TMPDIR": str(self.tmpdir)}
         self.proc = subprocess.Popen([sys.executable, "-m", "grader", "worker", "--broker", broker,
                                       "--concurrency", "1"], env=env, stdout=log.open("w"),
@@ -203,3 +204,30 @@ def test_a_course_spec_crosses_the_queue_by_content(broker: str, tmp_path: Path)
     run = RunResult.from_dict(json.loads((out / "students" / "alice-reference" / "result.json").read_text()))
     assert run.status == "graded" and len(run.checks) == 3
     assert all(c.title.startswith("Course: ") and c.outcome == "passed" for c in run.checks), run.checks
+
+
+def test_a_worker_grades_in_the_sandbox(broker: str, tmp_path: Path) -> None:
+    # The worker's gradings have a private folder each, in its TMPDIR; the sandbox's jail, in there, must still
+    # be reachable by the submission's user (a folder others may pass through, such as /tmp, as a worker has).
+    make_class(tmp_path / "class", fixtures=("c-no-htons",), broken=False)
+    shared_tmp = Path(tempfile.mkdtemp(prefix="grader-test-worker-", dir="/tmp"))
+    shared_tmp.chmod(0o711)
+    worker = None
+    try:
+        worker = Worker(broker, tmp_path / "worker.log", f"celery-sandbox-{os.getpid()}-{time.monotonic_ns()}",
+                        tmpdir=shared_tmp)
+        out = tmp_path / "out"
+        done = subprocess.run([sys.executable, "-m", "grader", "grade", FAST_LAB, str(tmp_path / "class"),
+                               "--out", str(out), "--executor", "celery", "--broker", broker, "--backend", "sandbox"],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=240)
+        assert done.returncode == 0, done.stdout
+        for name in ("alice-reference", "bob-c-no-htons"):
+            run = RunResult.from_dict(json.loads((out / "students" / name / "result.json").read_text()))
+            assert run.status == "graded", run
+            assert {c.id for c in run.checks if c.outcome != "passed"} == _expected(name), name
+        worker.stop()
+        assert not list(shared_tmp.iterdir())  # nothing left behind
+    finally:
+        if worker is not None:
+            worker.stop()
+        shutil.rmtree(shared_tmp, ignore_errors=True)

@@ -495,3 +495,56 @@ def test_fill_stops_at_max_bytes_for_a_server_that_never_stops_reading(tmp_path:
     assert g.outcomes == {"survives-reset": "failed"}, g.explain()
     transcript = g.result.checks[0].transcript
     assert "sent 2000000 bytes without reading: the peer read them all" in transcript, transcript
+
+
+# -- the end of a check: the server's death of what it does with the connections the check left --------------
+
+# Told "incomplete" when its client leaves in the middle of a line, in two send()s. The client has gone: the
+# first send() draws an RST, which takes the socket out of the kernel's tables at once (its state is CLOSE)
+# although the server still holds it; the second send() raises SIGPIPE. The pause between them (on the CPU: a
+# thread that a busy machine's scheduler has not run yet) must not matter: the death is this check's.
+HALF_LINE = """
+signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+
+def handler(conn):
+    data = b""
+    while not data.endswith(b"\\n"):
+        chunk = conn.recv(100)
+        if not chunk:
+            if data:
+                conn.sendall(b"incomplete\\n")
+                start = time.monotonic()
+                while time.monotonic() - start < PAUSE:
+                    pass
+                conn.sendall(b"bye\\n")
+            conn.close()
+            return
+        data += chunk
+    conn.sendall(data)
+    conn.close()
+
+serve_threaded(handler)
+"""
+
+HALF_LINE_SPEC = """
+- id: half-line
+  steps:
+    - connect: {as: slow}
+    - send: {conn: slow, text: "hel"}
+    - connect: {}
+    - send: {text: "hello\\n"}
+    - expect_bytes: {echo: true, eof: true, timeout: 3}
+- id: next
+  steps:
+    - connect: {}
+    - send: {text: "hello\\n"}
+    - expect_bytes: {echo: true, eof: true, timeout: 3}
+"""
+
+
+@pytest.mark.parametrize("pause", [0, 0.3])
+def test_a_death_of_the_connections_a_check_leaves_is_that_checks(tmp_path: Path, pause: float) -> None:
+    sub = py_prog(tmp_path / "sub", f"PAUSE = {pause}\n" + HALF_LINE)
+    g = run_grade(write_spec(tmp_path, HALF_LINE_SPEC), sub)
+    assert g.outcomes == {"half-line": "failed", "next": "passed"}, g.explain()
+    assert g.messages["half-line"] == "the server was killed by SIGPIPE (signal 13) during this check", g.explain()

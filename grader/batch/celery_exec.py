@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from billiard.util import set_pdeathsig
-from celery import Celery, signals
+from celery import Celery, signals, states
 
 from grader import catalog
 from grader.batch.executor import _Orphaned, _watch_parent, sweep_and_exit
@@ -209,24 +209,29 @@ class CeleryExecutor:
         limit = time_limit()
         budget = float(os.environ.get("GRADER_BATCH_TIMEOUT", max(600.0, (limit + 10) * len(jobs))))
         deadline = time.monotonic() + budget
-        results = {tid: self.app.AsyncResult(tid) for tid in pending}
+        # The results are read from the backend by task id, not through AsyncResult objects: each of those stays
+        # subscribed to Redis until it is collected, and one collected once Redis has gone retries for ever.
+        backend = self.app.backend
         try:
             while pending and time.monotonic() < deadline:
-                for tid in [t for t in pending if results[t].ready()]:
+                for tid in list(pending):
+                    meta = backend.get_task_meta(tid)
+                    if meta["status"] not in states.READY_STATES:
+                        continue
                     job = pending.pop(tid)
-                    try:
-                        outcome = results[tid].get(timeout=30)
-                    except Exception as exc:  # the task failed: its hard time limit, a lost worker
-                        outcome = {"student": job["student"], "error": f"the grading task failed: {exc!r}"}
-                    results[tid].forget()
+                    if meta["status"] == states.SUCCESS:
+                        outcome = meta["result"]
+                    else:  # the task failed: its hard time limit, a lost worker
+                        outcome = {"student": job["student"], "error": f"the grading task failed: {meta['result']!r}"}
+                    backend.forget(tid)
                     yield outcome
                 threading.Event().wait(0.2)
             for job in pending.values():
                 yield {"student": job["student"],
                        "error": f"no worker finished grading it within {budget:.0f}s (are workers running?)"}
         finally:
-            for tid in pending:
-                results[tid].revoke()
+            if pending:
+                self.app.control.revoke(list(pending))
 
 
 def worker_main(broker: str, concurrency: int, loglevel: str = "INFO") -> None:

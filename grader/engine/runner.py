@@ -205,7 +205,7 @@ def run_check(
         if check.short_io is not None:
             transcript.note(f"server runs with short reads/writes of at most {check.short_io.max_chunk} bytes "
                             f"(seed {cseed})")
-    baseline = close_wait(supervisor)
+    baseline, held = close_wait(supervisor), held_sockets(supervisor)
     shared = Shared(spec, check, backend, supervisor, transcript, time.monotonic() + check.timeout, cseed,
                     workdir, template)
     ctx = CheckContext(shared)
@@ -231,6 +231,9 @@ def run_check(
         # Whether the client had ended by itself, seen before the harness closes its connections: a death
         # that comes of that cleanup (a client crashing on the EOF) is the harness's doing, not the cause.
         client_end = shared.client.poll() if shared.client is not None else None
+        # the server's connections, the check's among them, and the sockets it has made since the check began
+        # (one of them reset: out of the kernel's tables, and written to next)
+        left = open_connections(supervisor, held_sockets(supervisor) - held) if outcome != "error" else frozenset()
         ctx.close_all()
         if shared.client is not None:
             if shared.client.alive():
@@ -243,7 +246,7 @@ def run_check(
             if outcome != "passed" and out:
                 transcript.note(show(out, 400), "client stdout")
     if supervisor is not None and supervisor.proc is not None and outcome != "error":
-        settle(supervisor, baseline, transcript)
+        settle(supervisor, left, baseline, transcript)
         died = supervisor.died()
         if died is not None:
             err = supervisor.proc.output("stderr", 800).strip()
@@ -275,11 +278,18 @@ SETTLE_S = 1.0  # how long, after a check, the server may take to finish with th
 
 
 CLOSING_STATES = (procfs.TcpState.ESTABLISHED, procfs.TcpState.FIN_WAIT1, procfs.TcpState.CLOSE_WAIT)
+OPEN_STATES = (procfs.TcpState.ESTABLISHED, procfs.TcpState.FIN_WAIT1, procfs.TcpState.FIN_WAIT2,
+               procfs.TcpState.CLOSE_WAIT, procfs.TcpState.LAST_ACK, procfs.TcpState.CLOSING)
+QUEUED_STATES = (procfs.TcpState.ESTABLISHED, procfs.TcpState.CLOSE_WAIT)  # of a socket no process holds yet
+
+# One of the server's connections: the socket it holds (its inode), or one still in its accept queue (no process
+# holds it yet; its client's address).
+Connection = int | tuple[str, int]
 
 
-def close_wait(supervisor: Supervisor | None) -> frozenset[tuple[str, int]]:
-    """The clients of the server's connections that their client has closed and the server not yet: in
-    CLOSE_WAIT, or about to be (the client's FIN sent, not yet taken in: its side is in FIN_WAIT1)."""
+def close_wait(supervisor: Supervisor | None) -> frozenset[int]:
+    """The server's sockets (their inodes) whose client has closed and the server not yet: in CLOSE_WAIT, or
+    about to be (the client's FIN sent, not yet taken in: its side is in FIN_WAIT1)."""
     if supervisor is None or supervisor.proc is None or not supervisor.proc.alive():
         return frozenset()
     port = supervisor.tcp_port
@@ -287,24 +297,56 @@ def close_wait(supervisor: Supervisor | None) -> frozenset[tuple[str, int]]:
     table = observer.tcp_table(ports=(port,), states=CLOSING_STATES)
     closing = {e.local[1] for e in table if e.state == procfs.TcpState.FIN_WAIT1 and e.remote[1] == port}
     held = observer.socket_inodes(observer.processes(supervisor.proc.pid))
-    return frozenset(e.remote for e in table if e.local[1] == port and e.inode in held and (
+    return frozenset(e.inode for e in table if e.local[1] == port and e.inode in held and (
         e.state == procfs.TcpState.CLOSE_WAIT or (e.state == procfs.TcpState.ESTABLISHED and e.remote[1] in closing)))
 
 
-def settle(supervisor: Supervisor, baseline: frozenset[tuple[str, int]], transcript: Transcript) -> None:
-    """After a check has closed its connections, let the server finish with them (close its sockets, or die of
-    what it does with them, such as a send() raising SIGPIPE), at most SETTLE_S: a death that comes of a check
-    is then this check's, never the next one's. It is done with them once they are closed, or once every thread
-    of it waits (twice in a row) with them still open: it leaks them. Sockets already in CLOSE_WAIT before the
-    check (leaked by earlier ones) are not waited for."""
+def held_sockets(supervisor: Supervisor | None) -> frozenset[int]:
+    """The inodes of every socket the server's processes hold."""
+    if supervisor is None or supervisor.proc is None or not supervisor.proc.alive():
+        return frozenset()
+    observer = supervisor.backend.observer
+    return frozenset(observer.socket_inodes(observer.processes(supervisor.proc.pid)))
+
+
+def open_connections(supervisor: Supervisor | None, listed: frozenset[Connection] = frozenset()
+                     ) -> frozenset[Connection]:
+    """The server's TCP connections not yet closed: the sockets of its port that it holds, and those still in
+    its accept queue; with those of ``listed`` it still holds although the kernel's tables no longer list them
+    (a socket that an RST has reset is in state CLOSE, out of the tables, until the program closes it)."""
+    if supervisor is None or supervisor.proc is None or not supervisor.proc.alive():
+        return frozenset()
+    port = supervisor.tcp_port
+    observer = supervisor.backend.observer
+    held = observer.socket_inodes(observer.processes(supervisor.proc.pid))
+    found: set[Connection] = {c for c in listed if isinstance(c, int) and c in held}
+    for e in observer.tcp_table(ports=(port,), states=OPEN_STATES):
+        if e.local[1] != port:
+            continue  # the client's side
+        if e.inode in held:
+            found.add(e.inode)
+        elif e.inode == 0 and e.state in QUEUED_STATES:
+            found.add(e.remote)
+    return frozenset(found)
+
+
+def settle(supervisor: Supervisor, left: frozenset[Connection], baseline: frozenset[int],
+           transcript: Transcript) -> None:
+    """After a check has closed its connections (``left``: the server's, seen just before), let the server finish
+    with them (close its sockets, or die of what it does with them, such as a send() raising SIGPIPE), at most
+    SETTLE_S: a death that comes of a check is then this check's, never the next one's. It is done with them once
+    it has closed them, or once every thread of it waits (twice in a row) with them still open: it leaks them.
+    Sockets already in CLOSE_WAIT before the check (``baseline``: leaked by earlier ones) are not waited for.
+    The server's sockets are followed by their file descriptors, not by the kernel's tables: a socket that an RST
+    took out of the tables may still be written to, and that write is the one that raises SIGPIPE."""
     deadline = time.monotonic() + SETTLE_S
     poll = Poll(0.005)
-    seen: frozenset[tuple[str, int]] | None = None
-    while pending := close_wait(supervisor) - baseline:
+    seen: frozenset[Connection] | None = None
+    while pending := open_connections(supervisor, left) - baseline:
         proc = supervisor.proc
         waiting = proc is not None and supervisor.backend.observer.waiting(proc.pid)
         if waiting and pending == seen:  # twice in a row, every thread waits: it has done all it will with them
-            transcript.note(f"the server keeps {len(pending)} connection(s) this check closed open (CLOSE_WAIT)")
+            transcript.note(f"the server keeps {len(pending)} connection(s) this check closed open")
             return
         seen = pending if waiting else None
         if time.monotonic() > deadline:
