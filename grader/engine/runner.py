@@ -205,7 +205,8 @@ def run_check(
         if check.short_io is not None:
             transcript.note(f"server runs with short reads/writes of at most {check.short_io.max_chunk} bytes "
                             f"(seed {cseed})")
-    baseline, held = close_wait(supervisor), held_sockets(supervisor)
+    held = held_sockets(supervisor)
+    baseline = supervisor.left_open & held if supervisor is not None else frozenset()
     shared = Shared(spec, check, backend, supervisor, transcript, time.monotonic() + check.timeout, cseed,
                     workdir, template)
     ctx = CheckContext(shared)
@@ -233,7 +234,8 @@ def run_check(
         client_end = shared.client.poll() if shared.client is not None else None
         # the server's connections, the check's among them, and the sockets it has made since the check began
         # (one of them reset: out of the kernel's tables, and written to next)
-        left = open_connections(supervisor, held_sockets(supervisor) - held) if outcome != "error" else frozenset()
+        left = (open_connections(supervisor, held_sockets(supervisor) - held - supervisor.ready_inodes)
+                if supervisor is not None and outcome != "error" else frozenset())
         ctx.close_all()
         if shared.client is not None:
             if shared.client.alive():
@@ -245,8 +247,10 @@ def run_check(
             out = shared.client.stdout.value()
             if outcome != "passed" and out:
                 transcript.note(show(out, 400), "client stdout")
+    if supervisor is not None and outcome == "error":  # not settled: what it left open is not the next check's
+        supervisor.left_open = held_sockets(supervisor) - supervisor.ready_inodes
     if supervisor is not None and supervisor.proc is not None and outcome != "error":
-        settle(supervisor, left, baseline, transcript)
+        supervisor.left_open = baseline | settle(supervisor, left, baseline, transcript)
         died = supervisor.died()
         if died is not None:
             err = supervisor.proc.output("stderr", 800).strip()
@@ -274,10 +278,10 @@ def run_check(
 
 EXITED_HINT = ("A server runs until it is stopped: accept() in a loop, and never exit when a client leaves or "
                "when something goes wrong with one client.")
+LEAK_S = 0.005  # how long a server must wait with the connections still open to be seen leaking them
 SETTLE_S = 1.0  # how long, after a check, the server may take to finish with the connections the check closed
 
 
-CLOSING_STATES = (procfs.TcpState.ESTABLISHED, procfs.TcpState.FIN_WAIT1, procfs.TcpState.CLOSE_WAIT)
 OPEN_STATES = (procfs.TcpState.ESTABLISHED, procfs.TcpState.FIN_WAIT1, procfs.TcpState.FIN_WAIT2,
                procfs.TcpState.CLOSE_WAIT, procfs.TcpState.LAST_ACK, procfs.TcpState.CLOSING)
 QUEUED_STATES = (procfs.TcpState.ESTABLISHED, procfs.TcpState.CLOSE_WAIT)  # of a socket no process holds yet
@@ -285,20 +289,6 @@ QUEUED_STATES = (procfs.TcpState.ESTABLISHED, procfs.TcpState.CLOSE_WAIT)  # of 
 # One of the server's connections: the socket it holds (its inode), or one still in its accept queue (no process
 # holds it yet; its client's address).
 Connection = int | tuple[str, int]
-
-
-def close_wait(supervisor: Supervisor | None) -> frozenset[int]:
-    """The server's sockets (their inodes) whose client has closed and the server not yet: in CLOSE_WAIT, or
-    about to be (the client's FIN sent, not yet taken in: its side is in FIN_WAIT1)."""
-    if supervisor is None or supervisor.proc is None or not supervisor.proc.alive():
-        return frozenset()
-    port = supervisor.tcp_port
-    observer = supervisor.backend.observer
-    table = observer.tcp_table(ports=(port,), states=CLOSING_STATES)
-    closing = {e.local[1] for e in table if e.state == procfs.TcpState.FIN_WAIT1 and e.remote[1] == port}
-    held = observer.socket_inodes(observer.processes(supervisor.proc.pid))
-    return frozenset(e.inode for e in table if e.local[1] == port and e.inode in held and (
-        e.state == procfs.TcpState.CLOSE_WAIT or (e.state == procfs.TcpState.ESTABLISHED and e.remote[1] in closing)))
 
 
 def held_sockets(supervisor: Supervisor | None) -> frozenset[int]:
@@ -331,28 +321,41 @@ def open_connections(supervisor: Supervisor | None, listed: frozenset[Connection
 
 
 def settle(supervisor: Supervisor, left: frozenset[Connection], baseline: frozenset[int],
-           transcript: Transcript) -> None:
+           transcript: Transcript) -> frozenset[int]:
     """After a check has closed its connections (``left``: the server's, seen just before), let the server finish
     with them (close its sockets, or die of what it does with them, such as a send() raising SIGPIPE), at most
     SETTLE_S: a death that comes of a check is then this check's, never the next one's. It is done with them once
     it has closed them, or once every thread of it waits (twice in a row) with them still open: it leaks them.
-    Sockets already in CLOSE_WAIT before the check (``baseline``: leaked by earlier ones) are not waited for.
+    Sockets of earlier checks it keeps open (``baseline``) are not waited for. Returns the sockets it keeps.
     The server's sockets are followed by their file descriptors, not by the kernel's tables: a socket that an RST
-    took out of the tables may still be written to, and that write is the one that raises SIGPIPE."""
+    took out of the tables may still be written to, and that write is the one that raises SIGPIPE. The tables are
+    read again only while a connection waits in the accept queue (one accepted then is a socket not yet known)."""
     deadline = time.monotonic() + SETTLE_S
-    poll = Poll(0.005)
+    poll = Poll(0.001)  # (a server that closes at once has mostly done so within a millisecond)
     seen: frozenset[Connection] | None = None
-    while pending := open_connections(supervisor, left) - baseline:
+    seen_at = 0.0
+    queued = any(not isinstance(c, int) for c in left)
+    while pending := (open_connections(supervisor, left) if queued else still_held(supervisor, left)) - baseline:
+        kept = frozenset(c for c in pending if isinstance(c, int))
         proc = supervisor.proc
         waiting = proc is not None and supervisor.backend.observer.waiting(proc.pid)
-        if waiting and pending == seen:  # twice in a row, every thread waits: it has done all it will with them
+        now = time.monotonic()
+        if waiting and pending == seen and now - seen_at >= LEAK_S:
+            # every thread has waited, the sockets unchanged, for a while: it has done all it will with them
             transcript.note(f"the server keeps {len(pending)} connection(s) this check closed open")
-            return
-        seen = pending if waiting else None
+            return kept
+        if not (waiting and pending == seen):
+            seen, seen_at = (pending, now) if waiting else (None, 0.0)
         if time.monotonic() > deadline:
             transcript.note(f"the server still holds {len(pending)} connection(s) this check closed")
-            return
+            return kept
         poll.pause(deadline)
+    return frozenset()
+
+
+def still_held(supervisor: Supervisor, sockets: frozenset[Connection]) -> frozenset[Connection]:
+    """Those of ``sockets`` the server still holds (its file descriptors only: no socket tables)."""
+    return frozenset(c for c in sockets if isinstance(c, int)) & held_sockets(supervisor)
 
 
 def traceback_line(proc: Proc) -> str:

@@ -54,6 +54,8 @@ class Supervisor:
         self.short_io: tuple[ShortIOConfig, int] | None = None
         self.starts = 0
         self.ready_inodes: set[int] = set()
+        # the sockets (inodes) of earlier checks' connections this server keeps open: never a later check's
+        self.left_open: frozenset[int] = frozenset()
         self.missing: dict[str, tuple[str, str]] = {}  # a socket the harness cannot reach -> why, hint
         self.known_missing: frozenset[str] = frozenset()  # those missing at the first start
         self.argv = self._argv()
@@ -94,6 +96,7 @@ class Supervisor:
                 raise HarnessError(f"cannot build the short-I/O preload library: {exc}") from exc
             env = ShortIO(seed, cfg.max_chunk, cfg.eintr, cfg.writes, cfg.reads).env(Path(self.backend.expose(lib)))
         self.short_io = short_io
+        self.left_open = frozenset()
         self.proc = self.backend.start(self.argv, env, label="server")
         self.starts += 1
         self.wait_ready(self.proc)

@@ -135,8 +135,8 @@ def expect_sockets(ctx: CheckContext, st: Step) -> None:
 )
 def restart(ctx: CheckContext, st: Step) -> None:
     sup = ctx.supervisor
-    tw = [s for s in ctx.observer.tcp_table() if s.local[1] == sup.tcp_port
-          and s.state == procfs.TcpState.TIME_WAIT]
+    tw = [s for s in ctx.observer.tcp_table(ports=(sup.tcp_port,), states=(procfs.TcpState.TIME_WAIT,))
+          if s.local[1] == sup.tcp_port]
     ctx.transcript.note(f"killing the server ({len(tw)} connections on its port in TIME_WAIT) and restarting it")
     try:
         sup.restart()
