@@ -548,3 +548,31 @@ def test_a_death_of_the_connections_a_check_leaves_is_that_checks(tmp_path: Path
     g = run_grade(write_spec(tmp_path, HALF_LINE_SPEC), sub)
     assert g.outcomes == {"half-line": "failed", "next": "passed"}, g.explain()
     assert g.messages["half-line"] == "the server was killed by SIGPIPE (signal 13) during this check", g.explain()
+
+
+# Echoes one client, then (after some work on the CPU) the program ends: no loop around accept(). The client
+# got its echo and its EOF, but the server's end is this check's doing: it must fail this check, every time.
+ONE_CLIENT = """
+s = listener()
+conn, _ = s.accept()
+echo(conn)
+start = time.monotonic()
+while time.monotonic() - start < PAUSE:
+    pass
+"""
+
+
+@pytest.mark.parametrize("pause", [0, 0.2])
+def test_a_server_that_ends_after_a_check_fails_that_check(tmp_path: Path, pause: float) -> None:
+    sub = py_prog(tmp_path / "sub", f"PAUSE = {pause}\n" + ONE_CLIENT)
+    spec = write_spec(tmp_path, """
+        - id: one
+          steps:
+            - connect: {}
+            - send: {text: "hello\\\\n"}
+            - shutdown_write: {}
+            - expect_bytes: {echo: true, eof: true, timeout: 3}
+    """)
+    g = run_grade(spec, sub)
+    assert g.outcomes == {"one": "failed"}, g.explain()
+    assert g.messages["one"].startswith("the server exited with status 0 during this check"), g.explain()

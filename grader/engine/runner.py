@@ -325,7 +325,8 @@ def settle(supervisor: Supervisor, left: frozenset[Connection], baseline: frozen
     """After a check has closed its connections (``left``: the server's, seen just before), let the server finish
     with them (close its sockets, or die of what it does with them, such as a send() raising SIGPIPE), at most
     SETTLE_S: a death that comes of a check is then this check's, never the next one's. It is done with them once
-    it has closed them, or once every thread of it waits (twice in a row) with them still open: it leaks them.
+    it has closed them and every thread of it waits again (in accept(), recv()...) or it has ended, or once
+    every thread of it has waited for LEAK_S with them still open: it leaks them.
     Sockets of earlier checks it keeps open (``baseline``) are not waited for. Returns the sockets it keeps.
     The server's sockets are followed by their file descriptors, not by the kernel's tables: a socket that an RST
     took out of the tables may still be written to, and that write is the one that raises SIGPIPE. The tables are
@@ -335,22 +336,28 @@ def settle(supervisor: Supervisor, left: frozenset[Connection], baseline: frozen
     seen: frozenset[Connection] | None = None
     seen_at = 0.0
     queued = any(not isinstance(c, int) for c in left)
-    while pending := (open_connections(supervisor, left) if queued else still_held(supervisor, left)) - baseline:
+    observer = supervisor.backend.observer
+    while True:
+        pending = (open_connections(supervisor, left) if queued else still_held(supervisor, left)) - baseline
         kept = frozenset(c for c in pending if isinstance(c, int))
         proc = supervisor.proc
-        waiting = proc is not None and supervisor.backend.observer.waiting(proc.pid)
+        waiting = proc is None or not proc.alive() or observer.waiting(proc.pid)
         now = time.monotonic()
-        if waiting and pending == seen and now - seen_at >= LEAK_S:
+        if not pending and waiting:  # done with them, and waiting again (in accept()...), or ended
+            return frozenset()
+        if pending and waiting and pending == seen and now - seen_at >= LEAK_S:
             # every thread has waited, the sockets unchanged, for a while: it has done all it will with them
             transcript.note(f"the server keeps {len(pending)} connection(s) this check closed open")
             return kept
         if not (waiting and pending == seen):
             seen, seen_at = (pending, now) if waiting else (None, 0.0)
-        if time.monotonic() > deadline:
-            transcript.note(f"the server still holds {len(pending)} connection(s) this check closed")
+        if now > deadline:
+            if pending:
+                transcript.note(f"the server still holds {len(pending)} connection(s) this check closed")
+            else:
+                transcript.note(f"the server was still running {SETTLE_S:g} s after the check")
             return kept
         poll.pause(deadline)
-    return frozenset()
 
 
 def still_held(supervisor: Supervisor, sockets: frozenset[Connection]) -> frozenset[Connection]:
