@@ -576,3 +576,25 @@ def test_a_server_that_ends_after_a_check_fails_that_check(tmp_path: Path, pause
     g = run_grade(spec, sub)
     assert g.outcomes == {"one": "failed"}, g.explain()
     assert g.messages["one"].startswith("the server exited with status 0 during this check"), g.explain()
+
+
+@pytest.mark.parametrize("queued", [False, True])
+def test_a_connection_a_check_leaves_in_the_accept_queue_is_followed(tmp_path: Path, queued: bool) -> None:
+    # One client at a time, held for long: the second connection is still in the listen queue when the check
+    # ends. The harness reads the connections' table only when a listener has connections waiting: both then
+    # count among those the check leaves, the one never accepted too.
+    sub = py_prog(tmp_path / "sub", "serve_iterative(lambda conn: (recv_line(conn), time.sleep(30)))\n")
+    second = "- connect: {as: second}" if queued else ""
+    spec = write_spec(tmp_path, f"""
+        - id: held
+          steps:
+            - connect: {{as: first}}
+            - send: {{conn: first, text: "x\\\\n", wait_read: true, timeout: 3}}
+            {second}
+            - expect_sockets: {{max_open: 0, timeout: 0.05}}
+    """)
+    g = run_grade(spec, sub)
+    assert g.outcomes == {"held": "failed"}, g.explain()
+    kept = 2 if queued else 1
+    assert f"the server keeps {kept} connection(s) this check closed open" in g.result.checks[0].transcript, \
+        g.explain()
