@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import xmlschema
@@ -19,6 +20,7 @@ from grader.engine.runner import Options, grade
 from grader.engine.transcript import GRADER, PROGRAM, Transcript
 from grader.report.jsonout import to_json
 from grader.report.junit import to_junit
+from grader.report.model import RunResult
 from grader.spec.loader import load_spec
 
 FIXTURES = catalog.LABS_DIR / "fixtures"
@@ -79,6 +81,7 @@ def test_one_recv_server_beside_the_reference(tmp_path: Path) -> None:
     assert split is not None and "yours         17 bytes: GET /hello.txt HT" in split.text
     data = json.loads(to_json(run))
     assert data["checks"][0]["differential"]["offset"] == 9
+    assert RunResult.from_dict(data) == replace(run, duration_s=round(run.duration_s, 3))  # reads back, feedback too
     assert data["checks"][0]["differential"]["reference_bytes"].startswith("HTTP/1.0 200 OK")
     xml = to_junit(run)
     xsd = xmlschema.XMLSchema(str(ROOT / "tests" / "data" / "jenkins-junit.xsd"))

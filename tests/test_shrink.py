@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -12,6 +14,8 @@ from grader import catalog
 from grader.engine.feedback import FeedbackOptions
 from grader.engine.runner import Options, grade
 from grader.engine.shrink import BUDGET_S, where
+from grader.report.jsonout import to_json
+from grader.report.model import RunResult
 from grader.spec.loader import load_spec
 
 pytestmark = pytest.mark.usefixtures("no_leftover_processes", "direct_python")
@@ -23,6 +27,8 @@ SHRINK = FeedbackOptions(shrink=True)
 def _grade(lab: str, fixture: str, *only: str, seed: int = 5) -> dict[str, str]:
     run = grade(load_spec(catalog.resolve(lab)), FIXTURES / lab / fixture, Options(seed=seed, only=only,
                                                                                    feedback=SHRINK))
+    # the JSON report reads back into the same result, the smallest case included
+    assert RunResult.from_dict(json.loads(to_json(run))) == replace(run, duration_s=round(run.duration_s, 3))
     out = {}
     for c in run.checks:
         assert c.outcome == "failed", c

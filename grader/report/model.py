@@ -82,11 +82,8 @@ class CheckResult:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> CheckResult:
-        """The inverse of the JSON report's entry for a check (grader.report.jsonout)."""
-        return cls(str(d["id"]), str(d["title"]), str(d["category"]), float(d["points"]), str(d["visibility"]),
-                   str(d["outcome"]), str(d["message"]), str(d["hint"]), str(d["transcript"]),
-                   float(d["duration_s"]), int(d["seed"]),
-                   events=tuple(WireEvent.from_dict(e) for e in d.get("events", ())))
+        """The inverse of the JSON report's entry for a check (grader.report.jsonout), its feedback included."""
+        return check_from_plain(d)
 
 
 @dataclass(frozen=True)
@@ -114,9 +111,7 @@ class RunResult:
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> RunResult:
         """The inverse of grader.report.jsonout.to_dict: a JSON report read back into the same result."""
-        return cls(str(d["lab"]), str(d.get("title", d["lab"])), str(d["submission"]),
-                   tuple(CheckResult.from_dict(c) for c in d["checks"]), float(d["duration_s"]), int(d["seed"]),
-                   str(d["status"]), str(d.get("status_message", "")), str(d.get("status_output", "")))
+        return from_plain({"title": d.get("lab", ""), **d})
 
     def count(self, outcome: str) -> int:
         return sum(1 for c in self.checks if c.outcome == outcome)
@@ -137,23 +132,30 @@ def to_plain(run: RunResult) -> dict[str, Any]:
 
 
 def from_plain(data: Mapping[str, Any]) -> RunResult:
-    """The inverse of :func:`to_plain`; ValueError for data that is not a result."""
+    """The inverse of :func:`to_plain` and of the JSON report (whose derived keys, the scores, are left out);
+    ValueError for data that is not a result."""
     try:
         checks = tuple(check_from_plain(c) for c in data["checks"])
-        fields = {f.name for f in dataclasses.fields(RunResult)} - {"checks"}
-        return RunResult(checks=checks, **{k: data[k] for k in fields if k in data})
-    except (KeyError, TypeError) as exc:
+        return RunResult(checks=checks, **_known(RunResult, data, skip="checks"))
+    except (KeyError, TypeError, AttributeError) as exc:
         raise ValueError(f"not a grading result: {exc}") from exc
 
 
 def check_from_plain(data: Mapping[str, Any]) -> CheckResult:
-    """One check's verdict from :func:`dataclasses.asdict` data (its feedback and events included)."""
-    fields = dict(data)
+    """One check's verdict from :func:`dataclasses.asdict` data or the JSON report's entry (its feedback and
+    events included; keys the result does not have, such as a report's derived ones, left out)."""
+    fields = _known(CheckResult, data)
     if isinstance(fields.get("differential"), Mapping):
-        fields["differential"] = Differential(**fields["differential"])
+        fields["differential"] = Differential(**_known(Differential, fields["differential"]))
     if isinstance(fields.get("smallest"), Mapping):
-        smallest = dict(fields["smallest"])
+        smallest = _known(Smallest, fields["smallest"])
         smallest["pieces"] = tuple(smallest.get("pieces", ()))
         fields["smallest"] = Smallest(**smallest)
-    fields["events"] = tuple(WireEvent(**e) if isinstance(e, Mapping) else e for e in fields.get("events", ()))
+    fields["events"] = tuple(WireEvent.from_dict(e) if isinstance(e, Mapping) else e for e in fields.get("events", ()))
     return CheckResult(**fields)
+
+
+def _known(cls: type, data: Mapping[str, Any], skip: str = "") -> dict[str, Any]:
+    """The entries of ``data`` that are fields of the dataclass ``cls`` (but ``skip``)."""
+    names = {f.name for f in dataclasses.fields(cls)} - {skip}
+    return {k: v for k, v in data.items() if k in names}
