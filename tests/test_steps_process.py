@@ -598,3 +598,31 @@ def test_a_connection_a_check_leaves_in_the_accept_queue_is_followed(tmp_path: P
     kept = 2 if queued else 1
     assert f"the server keeps {kept} connection(s) this check closed open" in g.result.checks[0].transcript, \
         g.explain()
+
+
+def test_a_queued_connection_the_server_accepts_after_the_check_is_followed(tmp_path: Path) -> None:
+    # One client at a time: the first until its EOF, the second (queued when the check ends) held for long.
+    # After the check the server accepts the second: that socket, unknown at the check's end, must be followed.
+    sub = py_prog(tmp_path / "sub", """
+        def handler(conn):
+            if recv_line(conn) == b"first\\n":
+                while conn.recv(4096):
+                    pass
+            else:
+                time.sleep(30)
+            conn.close()
+
+        serve_iterative(handler)
+    """)
+    spec = write_spec(tmp_path, """
+        - id: held
+          steps:
+            - connect: {as: first}
+            - send: {conn: first, text: "first\\n", wait_read: true, timeout: 3}
+            - connect: {as: second}
+            - send: {conn: second, text: "second\\n"}
+            - expect_sockets: {max_open: 0, timeout: 0.05}
+    """)
+    g = run_grade(spec, sub)
+    assert g.outcomes == {"held": "failed"}, g.explain()
+    assert "the server keeps 1 connection(s) this check closed open" in g.result.checks[0].transcript, g.explain()

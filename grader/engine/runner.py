@@ -304,18 +304,19 @@ def open_connections(supervisor: Supervisor | None, listed: frozenset[Connection
     """The server's TCP connections not yet closed: the sockets of its port that it holds, and those still in
     its accept queue; with those of ``listed`` it still holds although the kernel's tables no longer list them
     (a socket that an RST has reset is in state CLOSE, out of the tables, until the program closes it).
-    With ``listed`` (the sockets the server has made since a check began), the connections' table is read only
-    when a listening socket of the server has connections waiting in its accept queue: the listeners alone cost
-    the kernel little, a dump of the connections walks its whole hash table (about a millisecond a family). The
-    sockets held since before the check are then left out: those are the ones earlier checks left open."""
+    The connections' table is read only when a connection waits in an accept queue of the server, or did
+    (``listed`` names one: it may have been accepted since, as a socket not listed): the listeners alone cost the
+    kernel little, a dump of the connections walks its whole hash table (about a millisecond a family). Without
+    it the sockets held since before the check are left out: those are the ones earlier checks left open."""
     if supervisor is None or supervisor.proc is None or not supervisor.proc.alive():
         return frozenset()
     port = supervisor.tcp_port
     observer = supervisor.backend.observer
     held = observer.socket_inodes(observer.processes(supervisor.proc.pid))
     found: set[Connection] = {c for c in listed if isinstance(c, int) and c in held}
-    if listed and not any(e.rx_queue > 0 and e.inode in held and e.local[1] == port  # (a listener's accept queue)
-                          for e in observer.tcp_table(ports=(port,), states=(procfs.TcpState.LISTEN,))):
+    if all(isinstance(c, int) for c in listed) and not any(
+            e.rx_queue > 0 and e.inode in held and e.local[1] == port  # (a listener's accept queue)
+            for e in observer.tcp_table(ports=(port,), states=(procfs.TcpState.LISTEN,))):
         return frozenset(found)
     for e in observer.tcp_table(ports=(port,), states=OPEN_STATES):
         if e.local[1] != port:
