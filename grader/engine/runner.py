@@ -301,9 +301,10 @@ def held_sockets(supervisor: Supervisor | None) -> frozenset[int]:
 
 def open_connections(supervisor: Supervisor | None, listed: frozenset[Connection] = frozenset()
                      ) -> frozenset[Connection]:
-    """The server's TCP connections not yet closed: the sockets of its port that it holds, and those still in
-    its accept queue; with those of ``listed`` it still holds although the kernel's tables no longer list them
-    (a socket that an RST has reset is in state CLOSE, out of the tables, until the program closes it).
+    """The server's TCP connections not yet closed: the sockets of its side of its port (one it is accepting,
+    out of the queue but not yet a descriptor, too), and those still in its accept queue; with those of
+    ``listed`` it still holds although the kernel's tables no longer list them (a socket that an RST has reset
+    is in state CLOSE, out of the tables, until the program closes it).
     The connections' table is read only when a connection waits in an accept queue of the server, or did
     (``listed`` names one: it may have been accepted since, as a socket not listed): the listeners alone cost the
     kernel little, a dump of the connections walks its whole hash table (about a millisecond a family). Without
@@ -321,9 +322,9 @@ def open_connections(supervisor: Supervisor | None, listed: frozenset[Connection
     for e in observer.tcp_table(ports=(port,), states=OPEN_STATES):
         if e.local[1] != port:
             continue  # the client's side
-        if e.inode in held:
+        if e.inode:  # held, or being accepted (out of the queue, its descriptor not yet read above)
             found.add(e.inode)
-        elif e.inode == 0 and e.state in QUEUED_STATES:
+        elif e.state in QUEUED_STATES:
             found.add(e.remote)
     return frozenset(found)
 
